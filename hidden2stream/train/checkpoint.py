@@ -1,0 +1,97 @@
+"""Checkpoints: atomic writes, ``weights_only`` loads, and a refusal of foreign checkpoints.
+
+A checkpoint is a plain dict of tensors and primitives::
+
+    {"kind": "motionnet" | "two_stream", "model_config": {...}, "model": state_dict,
+     "optimizer": ..., "scheduler": ..., "scaler": ..., "step": int, "extra": {...}}
+
+Writes go to a temporary file in the same folder, are flushed to disk, then renamed over the
+old file, so a crash or a full disk mid-write leaves the previous checkpoint intact.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from hidden2stream.errors import CheckpointError
+
+
+def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
+    """Write ``obj`` with ``torch.save`` so that ``path`` is either the old or the new file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, kind: str | None = None,
+                    model_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load a checkpoint on the CPU with ``weights_only=True`` and check it is the expected one.
+
+    ``kind`` and ``model_config``, when given, must match what the checkpoint was saved with;
+    otherwise :class:`CheckpointError` names the first mismatch.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt, truncated or not a torch file
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__})") from err
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
+        raise CheckpointError(f"checkpoint {path} is not a hidden2stream checkpoint")
+    if kind is not None and checkpoint.get("kind") != kind:
+        raise CheckpointError(f"checkpoint {path} holds a {checkpoint.get('kind')!r} model, "
+                              f"expected {kind!r}")
+    if model_config is not None:
+        check_config(checkpoint.get("model_config", {}), model_config, path)
+    return checkpoint
+
+
+def check_config(saved: dict[str, Any], expected: dict[str, Any], path: str | Path) -> None:
+    """Raise :class:`CheckpointError` naming the first key whose value differs."""
+    for key in sorted(set(saved) | set(expected)):
+        a, b = _plain(saved.get(key)), _plain(expected.get(key))
+        if a != b:
+            raise CheckpointError(f"checkpoint {path} was made with {key}={a!r}, "
+                                  f"this run uses {key}={b!r}")
+
+
+def _plain(value: Any) -> Any:
+    """Tuples and lists compare equal (a checkpoint round-trip may turn one into the other)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside DDP and ``torch.compile`` wrappers."""
+    model = getattr(model, "_orig_mod", model)
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+def load_weights(model: nn.Module, checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Load a checkpoint's weights, turning a shape/key mismatch into one clear line."""
+    try:
+        unwrap(model).load_state_dict(checkpoint["model"])
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        detail = first[1].strip() if len(first) > 1 else first[0]
+        raise CheckpointError(f"checkpoint {path} does not fit this model: {detail}") from err

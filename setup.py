@@ -1,0 +1,21 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="hidden2stream",
+    version="0.1.0",
+    description="Hidden two-stream action recognition: MotionNet learns flow without labels, end to end.",
+    packages=find_packages(include=["hidden2stream", "hidden2stream.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch==2.14.1",
+        "torchvision==0.29.1",
+        "kornia>=0.7",
+        "numpy",
+        "av>=12",
+        "pytorch-msssim>=1.0",
+        "opencv-contrib-python-headless>=4.8",
+        "tensorboard",
+        "tqdm",
+    ],
+    extras_require={"test": ["pytest>=8"]},
+)
