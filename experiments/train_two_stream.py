@@ -1,0 +1,228 @@
+"""Train the hidden two-stream network end to end: no precomputed flow, MotionNet inside.
+
+    python experiments/train_two_stream.py --motion-checkpoint runs/motion/checkpoint.pt
+    python experiments/train_two_stream.py --streams spatial --out runs/spatial      # one stream alone
+    python experiments/train_two_stream.py --dataset ucf101 --video-root UCF-101 \
+        --split-dir ucfTrainTestlist --split 1 --spatial-arch resnet50 --temporal-arch resnet50 \
+        --spatial-weights imagenet --size 224 --frames 11 --optimizer sgd --lr 1e-3 --motion-lr 1e-6
+
+The loss is the paper's multi-task loss: cross-entropy on every trained head (spatial, temporal,
+fused) plus the unsupervised motion losses on MotionNet's pyramid (SSIM weights ten times smaller
+than in pretraining). CPU defaults: embedded synthetic action data, tiny streams, 64x64,
+T+1 = 6 frames (paper: 11), AdamW at 1e-3 (paper: SGD at 1e-3, MotionNet at 1e-6).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from hidden2stream.cli import (OneLineParser, existing_dir, existing_path, frame_count, image_size,
+                               non_negative_float, positive_int, run_cli)
+from hidden2stream.data.actions import ActionVideoDataset, parse_class_folders, parse_hmdb51, parse_ucf101
+from hidden2stream.data.augment import clip_augmentation
+from hidden2stream.data.synthetic_actions import SyntheticActionConfig, SyntheticActionDataset
+from hidden2stream.errors import UserError
+from hidden2stream.evaluate import action_table, evaluate_actions, save_confusion_png, save_flow_pictures
+from hidden2stream.losses.motion import PRESETS
+from hidden2stream.models.fusion import FUSIONS, TEMPORAL_FUSIONS
+from hidden2stream.models.hidden import HIDDEN_KINDS
+from hidden2stream.models.motionnet import MOTIONNETS
+from hidden2stream.models.streams import STREAM_ARCHS
+from hidden2stream.models.two_stream import hidden_two_stream
+from hidden2stream.train.checkpoint import check_config, load_checkpoint, unwrap
+from hidden2stream.train.distributed import init_distributed, shutdown_distributed
+from hidden2stream.train.loop import TrainConfig, train
+from hidden2stream.train.objectives import ActionObjective
+from hidden2stream.train.runtime import add_runtime_args, runtime_from_args
+
+log = logging.getLogger("train_two_stream")
+
+STREAM_CHOICES = {"both": ("spatial", "temporal"), "spatial": ("spatial",), "temporal": ("temporal",)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, default=Path("runs/two_stream"))
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", default="synthetic", choices=["synthetic", "ucf101", "hmdb51", "folder"])
+    data.add_argument("--video-root", type=existing_dir, help="videos (ucf101/hmdb51/folder of class folders)")
+    data.add_argument("--split-dir", type=existing_dir, help="folder of the official split files")
+    data.add_argument("--split", type=int, default=1, choices=[1, 2, 3])
+    data.add_argument("--test-root", type=existing_dir, help="--dataset folder: test class folders")
+    data.add_argument("--appearances", type=positive_int, default=3, help="synthetic: colour schemes")
+    data.add_argument("--motions", type=positive_int, default=4, help="synthetic: motion kinds (<= 8)")
+    data.add_argument("--train-items", type=positive_int, default=3000, help="synthetic train clips")
+    data.add_argument("--test-items", type=positive_int, default=240, help="synthetic test clips")
+    data.add_argument("--frames", type=frame_count, default=6, help="T+1 frames per window (paper: 11)")
+    data.add_argument("--segments", type=positive_int, default=3, help="TSN segments K")
+    data.add_argument("--size", type=image_size, default=(64, 64))
+    data.add_argument("--test-crops", choices=["centre", "multi"], default="centre")
+    data.add_argument("--test-flip", action="store_true")
+    model = p.add_argument_group("model")
+    model.add_argument("--streams", choices=sorted(STREAM_CHOICES), default="both")
+    model.add_argument("--motion", choices=sorted(MOTIONNETS), default="tiny")
+    model.add_argument("--motion-checkpoint", type=existing_path, help="pretrain_motion.py checkpoint")
+    model.add_argument("--freeze-motion", action="store_true", help="keep MotionNet's weights fixed")
+    model.add_argument("--hidden", choices=HIDDEN_KINDS, default="stacked")
+    model.add_argument("--spatial-arch", choices=STREAM_ARCHS, default="tiny")
+    model.add_argument("--temporal-arch", choices=STREAM_ARCHS, default="tiny")
+    model.add_argument("--spatial-weights", help="'imagenet' or a local torchvision state_dict file")
+    model.add_argument("--temporal-weights", help="RGB weights for cross-modality init")
+    model.add_argument("--init-spatial", type=existing_path, help="two-stream checkpoint: take its spatial stream")
+    model.add_argument("--init-temporal", type=existing_path, help="two-stream checkpoint: take its hidden stream")
+    model.add_argument("--fusion", choices=FUSIONS, default="late")
+    model.add_argument("--temporal-fusion", choices=TEMPORAL_FUSIONS, default="avg")
+    model.add_argument("--dropout", type=non_negative_float, default=0.5)
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--steps", type=positive_int, default=600)
+    opt.add_argument("--batch-size", type=positive_int, default=16, help="global batch per step")
+    opt.add_argument("--accumulation", type=positive_int, default=1)
+    opt.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
+    opt.add_argument("--lr", type=non_negative_float, default=1e-3)
+    opt.add_argument("--motion-lr", type=non_negative_float, default=1e-4, help="MotionNet lr (paper: 1e-6)")
+    opt.add_argument("--weight-decay", type=non_negative_float, default=5e-4)
+    opt.add_argument("--warmup", type=int, default=50)
+    opt.add_argument("--grad-clip", type=non_negative_float, default=10.0, help="0 disables")
+    opt.add_argument("--motion-loss", choices=sorted(PRESETS), default="paper")
+    opt.add_argument("--motion-weight", type=non_negative_float, default=1.0)
+    run = p.add_argument_group("run")
+    run.add_argument("--workers", type=int, default=1)
+    run.add_argument("--checkpoint-every", type=positive_int, default=100)
+    run.add_argument("--log-every", type=positive_int, default=20)
+    run.add_argument("--nan-policy", choices=["stop", "skip"], default="stop")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt when present")
+    run.add_argument("--no-eval", action="store_true")
+    add_runtime_args(p)
+    return p
+
+
+def datasets(args: argparse.Namespace):
+    """(train set, test set, class names); synthetic data needs no files."""
+    height, width = args.size
+    if args.dataset == "synthetic":
+        config = SyntheticActionConfig(segments=args.segments, frames=args.frames, height=height,
+                                       width=width, appearances=args.appearances, motions=args.motions)
+        train_set = SyntheticActionDataset(args.train_items, config, seed=args.seed)
+        test_set = SyntheticActionDataset(args.test_items, config, seed=10_000 + args.seed)
+        return train_set, test_set, train_set.class_names
+    if args.video_root is None:
+        raise UserError(f"--dataset {args.dataset} needs --video-root")
+    if args.dataset == "folder":
+        train_samples, classes = parse_class_folders(args.video_root)
+        if args.test_root is None:
+            raise UserError("--dataset folder needs --test-root (class folders of test videos)")
+        test_samples, test_classes = parse_class_folders(args.test_root)
+        if test_classes != classes:
+            raise UserError(f"{args.test_root} has other classes than {args.video_root}")
+    else:
+        if args.split_dir is None:
+            raise UserError(f"--dataset {args.dataset} needs --split-dir (official split files)")
+        parse = parse_ucf101 if args.dataset == "ucf101" else parse_hmdb51
+        train_samples, classes = parse(args.video_root, args.split_dir, args.split, "train")
+        test_samples, _ = parse(args.video_root, args.split_dir, args.split, "test")
+    common = dict(num_classes=len(classes), segments=args.segments, frames=args.frames, size=args.size,
+                  seed=args.seed)
+    return (ActionVideoDataset(train_samples, train=True, **common),
+            ActionVideoDataset(test_samples, train=False, test_crops=args.test_crops,
+                               test_flip=args.test_flip, **common), classes)
+
+
+def model_config(args: argparse.Namespace, classes: list[str]) -> dict:
+    """The architecture and labels a checkpoint must match (training options are free to change).
+
+    It is also all ``predict.py`` needs to rebuild the network: the factory's arguments, the
+    input size and the class names.
+    """
+    return {"num_classes": len(classes), "class_names": list(classes), "size": list(args.size),
+            "motion": args.motion, "frames": args.frames,
+            "spatial_arch": args.spatial_arch, "temporal_arch": args.temporal_arch,
+            "hidden": args.hidden, "fusion": args.fusion, "temporal_fusion": args.temporal_fusion,
+            "segments": args.segments}
+
+
+def build_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
+    """The network with MotionNet and streams initialised from the checkpoints given."""
+    model = hidden_two_stream(num_classes, motion=args.motion, frames=args.frames,
+                              spatial_arch=args.spatial_arch, temporal_arch=args.temporal_arch,
+                              hidden=args.hidden, fusion=args.fusion, temporal_fusion=args.temporal_fusion,
+                              segments=args.segments, spatial_weights=args.spatial_weights,
+                              temporal_weights=args.temporal_weights, dropout=args.dropout)
+    if args.motion_checkpoint:
+        checkpoint = load_checkpoint(args.motion_checkpoint, kind="motionnet")
+        check_config(checkpoint["model_config"], {"model": args.motion, "frames": args.frames},
+                     args.motion_checkpoint)
+        model.motionnet.load_state_dict(checkpoint["model"])
+    for path, prefix in ((args.init_spatial, "spatial."), (args.init_temporal, "hidden.")):
+        if path:
+            checkpoint = load_checkpoint(path, kind="two_stream")
+            part = {k[len(prefix):]: v for k, v in checkpoint["model"].items() if k.startswith(prefix)}
+            getattr(model, prefix[:-1]).load_state_dict(part)
+    if args.freeze_motion:
+        model.motionnet.requires_grad_(False)
+    return model
+
+
+def optimizer_for(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
+    """Per-group learning rates: MotionNet at ``--motion-lr``, everything else at ``--lr``."""
+    motion = {id(p) for p in model.motionnet.parameters()}
+    groups = [{"params": [p for p in model.motionnet.parameters() if p.requires_grad], "lr": args.motion_lr},
+              {"params": [p for p in model.parameters() if id(p) not in motion and p.requires_grad],
+               "lr": args.lr}]
+    groups = [g for g in groups if g["params"]]
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(groups, momentum=0.9, weight_decay=args.weight_decay)
+    return torch.optim.AdamW(groups, weight_decay=args.weight_decay)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    rank, world_size, local_rank = init_distributed()
+    try:
+        runtime = runtime_from_args(args, rank, world_size, local_rank)
+        train_set, test_set, classes = datasets(args)
+        model = build_model(args, len(classes))
+        streams = STREAM_CHOICES[args.streams]
+        motion = PRESETS[args.motion_loss]()
+        motion = dataclasses.replace(motion, ssim_weights=tuple(w / 10 for w in motion.ssim_weights))
+        augment = None if args.dataset == "synthetic" else clip_augmentation(train=True, flip=True)
+        objective = ActionObjective(streams, None if args.freeze_motion else motion, args.motion_weight,
+                                    augment.to(runtime.device) if augment is not None else None)
+        config = TrainConfig(out_dir=args.out, steps=args.steps, batch_size=args.batch_size,
+                             accumulation=args.accumulation, warmup_steps=args.warmup,
+                             milestones=(0.5, 0.75), gamma=0.1, grad_clip=args.grad_clip or None,
+                             seed=args.seed, checkpoint_every=args.checkpoint_every,
+                             log_every=args.log_every, num_workers=args.workers,
+                             nan_policy=args.nan_policy, resume=args.resume,
+                             find_unused_parameters=len(streams) == 1)
+        result = train(model, train_set, objective, optimizer_for(model, args), config, runtime,
+                       kind="two_stream", model_config=model_config(args, list(classes)),
+                       description=f"train {args.streams}")
+        if not runtime.is_main or args.no_eval:
+            return {"steps": result.step}
+        model = unwrap(model)
+        report = evaluate_actions(model, test_set, runtime, len(classes), streams=streams,
+                                  num_workers=args.workers)
+        save_confusion_png(report.confusion, args.out / "confusion.png")
+        if "temporal" in streams:
+            clips = [test_set[i]["frames"].reshape(-1, *test_set[i]["frames"].shape[-4:])[0]
+                     for i in range(min(4, len(test_set)))]
+            save_flow_pictures(model.motionnet, clips, args.out / "flow_test_clips.png", runtime)
+        summary = {"steps": result.step, "train_seconds": result.seconds, "streams": args.streams,
+                   "freeze_motion": args.freeze_motion, "classes": list(classes), **report.as_dict()}
+        (args.out / "eval.json").write_text(json.dumps(summary, indent=2))
+        print(f"{args.streams} ({args.fusion} fusion), {result.step} steps in {result.seconds:.0f} s "
+              f"on {runtime.device}; {len(test_set)} test videos, {len(classes)} classes\n"
+              + action_table(report))
+        return summary
+    finally:
+        shutdown_distributed()
+
+
+if __name__ == "__main__":
+    run_cli(main)

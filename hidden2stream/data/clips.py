@@ -1,0 +1,109 @@
+"""Unlabelled windows of T+1 consecutive frames from a folder of videos (MotionNet training).
+
+Each video is split in time: the first ``1 - val_fraction`` of its frames feed training
+windows, the rest held-out validation windows, so validation never sees training frames.
+Unreadable or too-short videos are skipped with one log line; a video that fails to decode
+mid-file (truncated) is logged once and replaced by another video, so an epoch never stops
+while any video still works.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from hidden2stream.data.frame_cache import read_window
+from hidden2stream.data.sampling import item_generator
+from hidden2stream.data.video import probe_video
+from hidden2stream.errors import UserError, VideoError
+
+log = logging.getLogger(__name__)
+
+
+def centre_crop(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Centre crop ``(..., H, W)`` to ``size = (h, w)``."""
+    h, w = size
+    top, left = (frames.shape[-2] - h) // 2, (frames.shape[-1] - w) // 2
+    return frames[..., top:top + h, left:left + w]
+
+
+def random_crop(frames: torch.Tensor, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+    """Crop ``(..., H, W)`` to ``size = (h, w)`` at a random position (same for all frames)."""
+    h, w = size
+    top = int(torch.randint(frames.shape[-2] - h + 1, (), generator=generator))
+    left = int(torch.randint(frames.shape[-1] - w + 1, (), generator=generator))
+    return frames[..., top:top + h, left:left + w]
+
+
+class VideoWindowDataset(Dataset):
+    """Windows ``{"frames": (T+1, 3, H, W)}`` from every video file in ``folder``.
+
+    Item ``i`` comes from video ``i % n`` at a random start drawn from a generator seeded by
+    ``(seed, i, epoch)`` (call :meth:`set_epoch`); the validation part ignores the epoch so
+    its windows are fixed. Frames are resized (shorter side to ``max(size)``) and centre
+    cropped to ``size = (H, W)``.
+    """
+
+    def __init__(self, folder: str | Path, frames: int = 11, size: tuple[int, int] = (64, 64),
+                 windows_per_video: int = 64, part: str = "train", val_fraction: float = 0.2,
+                 seed: int = 0, seek: bool = True, cache_dir: str | Path | None = None) -> None:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise UserError(f"video folder {folder} does not exist")
+        if part not in ("train", "val"):
+            raise UserError(f"part must be 'train' or 'val', got {part!r}")
+        if not 0.0 < val_fraction < 1.0:
+            raise UserError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        if frames < 2 or windows_per_video < 1:
+            raise UserError(f"need frames >= 2 and windows_per_video >= 1, got {frames}, {windows_per_video}")
+        self.frames, self.size, self.part = frames, tuple(size), part
+        self.windows_per_video, self.seed, self.seek = windows_per_video, seed, seek
+        self.cache_dir = cache_dir
+        self.epoch = 0
+        self.videos: list[tuple[Path, int, int]] = []  # (path, first frame, frames in part)
+        self._failed: set[int] = set()
+        for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+            try:
+                total = probe_video(path).num_frames
+            except VideoError as exc:
+                log.warning("skipping %s: %s", path.name, exc)
+                continue
+            split = int(total * (1.0 - val_fraction))
+            first, length = (0, split) if part == "train" else (split, total - split)
+            if length < frames:
+                log.warning("skipping %s: too short (%d frames in the %s part, need %d)",
+                            path.name, length, part, frames)
+                continue
+            self.videos.append((path, first, length))
+        if not self.videos:
+            raise UserError(f"no usable video in {folder} (need >= {frames} frames per {part} part)")
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw new training windows for ``epoch`` (validation windows stay fixed)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.videos) * self.windows_per_video
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        generator = item_generator(self.seed, index, self.epoch if self.part == "train" else 0)
+        offset = torch.rand((), generator=generator).item()
+        n = len(self.videos)
+        for step in range(n):
+            v = (index + step) % n
+            if v in self._failed:
+                continue
+            path, first, length = self.videos[v]
+            start = first + min(int(offset * (length - self.frames + 1)), length - self.frames)
+            try:
+                window = read_window(path, start, self.frames, max(self.size), self.cache_dir, self.seek)
+            except VideoError as exc:
+                self._failed.add(v)
+                log.warning("video %s failed to decode, using other videos instead: %s", path.name, exc)
+                continue
+            return {"frames": centre_crop(window, self.size).contiguous()}
+        raise UserError(f"every video failed to decode ({n} videos, e.g. {self.videos[0][0]})")

@@ -1,0 +1,220 @@
+"""Evaluation: flow quality against ground truth, photometric error on real clips, action accuracy.
+
+All functions take a model and a dataset and return plain dicts of floats, so scripts can print
+them as tables and save them as JSON.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from hidden2stream.flow.classic import classic_flow_sequence
+from hidden2stream.flow.metrics import endpoint_error, fl_all, photometric_l1, warped_ssim
+from hidden2stream.flow.visualize import flow_to_rgb, make_grid_png
+from hidden2stream.models.fusion import late_fusion
+from hidden2stream.train.runtime import Runtime, evaluation
+
+
+class _FlowTotals:
+    """Valid-pixel-weighted running means of EPE and Fl-all."""
+
+    def __init__(self) -> None:
+        self.epe = self.fl = self.pixels = 0.0
+
+    def add(self, pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> None:
+        pixels = float(valid.sum())
+        self.epe += float(endpoint_error(pred, gt, valid)) * pixels
+        self.fl += float(fl_all(pred, gt, valid)) * pixels
+        self.pixels += pixels
+
+    def result(self, prefix: str = "") -> dict[str, float]:
+        n = max(self.pixels, 1.0)
+        return {f"{prefix}epe": self.epe / n, f"{prefix}fl_all": self.fl / n}
+
+
+def evaluate_flow(model: nn.Module, dataset: Dataset, runtime: Runtime,
+                  batch_size: int = 8) -> dict[str, float]:
+    """EPE and Fl-all of MotionNet's full-resolution flow, beside the zero-flow baseline.
+
+    ``dataset`` yields ``{"frames" (T+1,3,H,W), "flow" (T,2,H,W), "valid" (T,1,H,W)}``.
+    """
+    ours, zero = _FlowTotals(), _FlowTotals()
+    pairs = 0
+    loader = DataLoader(dataset, batch_size=batch_size)
+    with evaluation(model):
+        for batch in loader:
+            frames = batch["frames"].to(runtime.device)
+            with runtime.autocast():
+                pred = model(frames, all_scales=False)
+            gt, valid = batch["flow"].flatten(0, 1), batch["valid"].flatten(0, 1)
+            pred = pred.float().cpu().flatten(0, 1)
+            ours.add(pred, gt, valid)
+            zero.add(torch.zeros_like(gt), gt, valid)
+            pairs += gt.shape[0]
+    return {**ours.result(), **zero.result("zero_"), "pairs": float(pairs)}
+
+
+def evaluate_classic_flow(method: str, dataset: Dataset, limit: int | None = None) -> dict[str, float]:
+    """EPE and Fl-all of an OpenCV method (``tvl1``, ``farneback``, ``dis``) on the same pairs."""
+    totals = _FlowTotals()
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    for i in tqdm(range(count), desc=f"{method} flow", leave=False, disable=None):
+        item = dataset[i]
+        pred = classic_flow_sequence(method, item["frames"])
+        totals.add(pred, item["flow"], item["valid"])
+    return totals.result()
+
+
+def evaluate_photometric(model: nn.Module, dataset: Dataset, runtime: Runtime,
+                         batch_size: int = 8) -> dict[str, float]:
+    """Photometric L1 and SSIM of frame t+1 warped by the predicted flow onto frame t, vs zero flow.
+
+    For real clips with no ground truth: lower L1 / higher SSIM than zero flow means the flow
+    explains the motion.
+    """
+    sums = {"photometric_l1": 0.0, "ssim": 0.0, "zero_photometric_l1": 0.0, "zero_ssim": 0.0}
+    pairs = 0
+    loader = DataLoader(dataset, batch_size=batch_size)
+    with evaluation(model):
+        for batch in loader:
+            frames = batch["frames"].to(runtime.device)
+            with runtime.autocast():
+                flow = model(frames, all_scales=False)
+            flow = flow.float().flatten(0, 1)
+            first, second = frames[:, :-1].flatten(0, 1).float(), frames[:, 1:].flatten(0, 1).float()
+            n = first.shape[0]
+            zero = torch.zeros_like(flow)
+            sums["photometric_l1"] += float(photometric_l1(first, second, flow)) * n
+            sums["ssim"] += float(warped_ssim(first, second, flow)) * n
+            sums["zero_photometric_l1"] += float(photometric_l1(first, second, zero)) * n
+            sums["zero_ssim"] += float(warped_ssim(first, second, zero)) * n
+            pairs += n
+    return {**{k: v / max(pairs, 1) for k, v in sums.items()}, "pairs": float(pairs)}
+
+
+@dataclass
+class ActionReport:
+    """Accuracies per head (``spatial``, ``temporal``, ``fused``, ``late``) and a confusion matrix."""
+
+    num_classes: int
+    clip_top1: dict[str, float] = field(default_factory=dict)
+    video_top1: dict[str, float] = field(default_factory=dict)
+    video_top5: dict[str, float] = field(default_factory=dict)
+    confusion: torch.Tensor | None = None  # (C, C) rows: true class, columns: predicted
+    confusion_head: str = ""
+
+    def as_dict(self) -> dict:
+        return {"num_classes": self.num_classes, "chance": 1.0 / self.num_classes,
+                "clip_top1": self.clip_top1, "video_top1": self.video_top1,
+                "video_top5": self.video_top5, "confusion_head": self.confusion_head,
+                "confusion": self.confusion.tolist() if self.confusion is not None else None}
+
+
+def _topk(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    k = min(k, scores.shape[1])
+    return float((scores.topk(k, dim=1).indices == labels[:, None]).any(1).float().mean())
+
+
+def evaluate_actions(model: nn.Module, dataset: Dataset, runtime: Runtime, num_classes: int,
+                     streams: Sequence[str] = ("spatial", "temporal"), batch_size: int = 4,
+                     num_workers: int = 0) -> ActionReport:
+    """Clip and video accuracy of each stream head and the fused head.
+
+    Items hold ``frames`` of shape ``(V, K, T+1, 3, H, W)`` (V test views: crops x flips) or
+    ``(K, T+1, 3, H, W)`` (one view). A clip is one view; a video's score is the mean softmax over
+    its views. With both streams, ``late`` is the paper's test-time rule (negative scores clipped,
+    each stream L1-normalised, spatial + 1.5 x temporal) on the video scores.
+    """
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+    clip_hits: dict[str, float] = {}
+    video_scores: dict[str, list[torch.Tensor]] = {}
+    labels_all: list[torch.Tensor] = []
+    clips = 0
+    with evaluation(model):
+        for batch in tqdm(loader, desc="evaluate", leave=False, disable=None):
+            frames, labels = batch["frames"], batch["label"]
+            if frames.ndim == 6:
+                frames = frames[:, None]
+            b, v = frames.shape[:2]
+            with runtime.autocast():
+                out = model(frames.flatten(0, 1).to(runtime.device), streams=tuple(streams))
+            for head in ("spatial", "temporal", "fused"):
+                if head not in out:
+                    continue
+                scores = out[head].float().cpu().reshape(b, v, -1)
+                clip_hits[head] = clip_hits.get(head, 0.0) + float(
+                    (scores.argmax(-1) == labels[:, None]).float().sum())
+                video_scores.setdefault(head, []).append(scores.softmax(-1).mean(1))
+            labels_all.append(labels)
+            clips += b * v
+    labels = torch.cat(labels_all)
+    scores = {head: torch.cat(parts) for head, parts in video_scores.items()}
+    if "spatial" in scores and "temporal" in scores:
+        scores["late"] = late_fusion(scores["spatial"], scores["temporal"])
+    report = ActionReport(num_classes=num_classes)
+    for head, value in scores.items():
+        if head in clip_hits:
+            report.clip_top1[head] = clip_hits[head] / clips
+        report.video_top1[head] = _topk(value, labels, 1)
+        report.video_top5[head] = _topk(value, labels, 5)
+    report.confusion_head = "fused" if "fused" in scores else next(iter(scores))
+    report.confusion = confusion_matrix(scores[report.confusion_head].argmax(1), labels, num_classes)
+    return report
+
+
+def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Counts ``(C, C)``: row = true class, column = predicted class."""
+    index = labels.long() * num_classes + predicted.long()
+    return torch.bincount(index, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+def save_confusion_png(matrix: torch.Tensor, path: str | Path, cell: int = 24) -> Path:
+    """Row-normalised confusion matrix as a heat map (white = 0, dark blue = 1), one cell per pair."""
+    rates = matrix.float() / matrix.sum(1, keepdim=True).clamp(min=1)
+    white, blue = torch.tensor([1.0, 1.0, 1.0]), torch.tensor([0.03, 0.19, 0.42])
+    image = white[:, None, None] + (blue - white)[:, None, None] * rates[None]
+    image = F.interpolate(image[None], scale_factor=cell, mode="nearest")[0]
+    image[:, ::cell, :] = 0.6  # grid lines
+    image[:, :, ::cell] = 0.6
+    return make_grid_png([image], path, ncol=1)
+
+
+def save_flow_pictures(model: nn.Module, clips: Sequence[torch.Tensor], path: str | Path,
+                       runtime: Runtime, max_magnitude: float | None = None) -> Path:
+    """A PNG grid: per clip, its first frame and the colour-coded flow of its first pair.
+
+    ``clips`` are windows ``(T+1, 3, H, W)`` in [0, 1].
+    """
+    tiles: list[torch.Tensor] = []
+    with evaluation(model):
+        for clip in clips:
+            with runtime.autocast():
+                flow = model(clip[None].to(runtime.device), all_scales=False)
+            tiles += [clip[0], flow_to_rgb(flow[0, 0].float().cpu(), max_magnitude).float() / 255]
+    return make_grid_png(tiles, path, ncol=2)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub Markdown table; floats printed with 3 significant decimals."""
+    def cell(value: object) -> str:
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def action_table(report: ActionReport) -> str:
+    """The accuracy table the scripts print: one row per head, chance beside."""
+    rows = [[head, report.clip_top1.get(head, float("nan")), report.video_top1[head],
+             report.video_top5[head]] for head in report.video_top1]
+    rows.append(["chance", 1.0 / report.num_classes, 1.0 / report.num_classes,
+                 min(5, report.num_classes) / report.num_classes])
+    return markdown_table(["head", "clip top-1", "video top-1", "video top-5"], rows)

@@ -1,0 +1,47 @@
+"""Pixel grids and backward warping of images by optical flow.
+
+Flow convention (docs/architecture.md): channel 0 = u (x, right), channel 1 = v (y, down), in
+pixels; ``flow_t`` is the *forward* flow from frame t to frame t+1, so frame t+1 backward-warped
+by ``flow_t`` reconstructs frame t.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from kornia.geometry import create_meshgrid
+from torch import Tensor
+
+
+def pixel_grid(
+    height: int, width: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+) -> Tensor:
+    """Pixel coordinates ``(2, H, W)``: channel 0 = x (column), channel 1 = y (row)."""
+    grid = create_meshgrid(height, width, normalized_coordinates=False, device=device, dtype=dtype)
+    return grid[0].permute(2, 0, 1)
+
+
+def backward_warp(image: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
+    """Sample ``image`` at ``x + flow(x)`` (bilinear, zeros outside the frame).
+
+    Args:
+        image: ``(N, C, H, W)``, e.g. frame t+1.
+        flow: ``(N, 2, H, W)`` forward flow t -> t+1 in pixels (u right, v down).
+
+    Returns:
+        ``warped (N, C, H, W)``, which reconstructs frame t when ``image`` is frame t+1, and
+        ``valid (N, 1, H, W)`` in the flow's dtype: 1 where the sample point lies inside
+        ``[0, W-1] x [0, H-1]``, else 0. The grid is computed in the flow's dtype and the image is
+        cast to it, so the function works in any precision (and under autocast).
+    """
+    if image.ndim != 4 or flow.ndim != 4 or flow.shape[1] != 2:
+        raise ValueError(f"expected image (N,C,H,W) and flow (N,2,H,W), got {tuple(image.shape)} and {tuple(flow.shape)}")
+    if image.shape[0] != flow.shape[0] or image.shape[-2:] != flow.shape[-2:]:
+        raise ValueError(f"image {tuple(image.shape)} and flow {tuple(flow.shape)} differ in batch or size")
+    _, _, height, width = flow.shape
+    coords = pixel_grid(height, width, device=flow.device, dtype=flow.dtype).unsqueeze(0) + flow
+    x, y = coords[:, 0], coords[:, 1]
+    valid = (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
+    # align_corners=True: pixel 0 -> -1 and pixel W-1 -> +1.
+    grid = torch.stack((2.0 * x / max(width - 1, 1) - 1.0, 2.0 * y / max(height - 1, 1) - 1.0), dim=-1)
+    warped = F.grid_sample(image.to(flow.dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    return warped, valid.unsqueeze(1).to(flow.dtype)

@@ -1,0 +1,172 @@
+"""The unsupervised MotionNet objective: multi-scale photometric + smoothness + SSIM losses.
+
+Hidden Two-Stream (Zhu et al.) trains MotionNet without flow labels: at every pyramid level the
+next frame warped by the predicted flow must reconstruct the current frame (Charbonnier
+photometric and SSIM terms) while the flow stays smooth (Charbonnier smoothness).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from hidden2stream.errors import UserError
+from hidden2stream.flow.warp import backward_warp
+from hidden2stream.losses.occlusion import forward_backward_occlusion
+from hidden2stream.losses.photometric import photometric_loss
+from hidden2stream.losses.smoothness import smoothness_loss
+from hidden2stream.losses.ssim import ssim_loss
+
+PAPER_SSIM_WEIGHTS = (0.16, 0.08, 0.04, 0.02, 0.01)
+
+
+@dataclass
+class MotionLossConfig:
+    """Weights and switches of :func:`multiscale_motion_loss`.
+
+    Per-level tuples run coarse -> fine (levels 6..2 of the paper, 1/32 ... 1/2 resolution).
+
+    - ``photometric_weight``/``photometric_alpha``: weight and Charbonnier exponent of the
+      reconstruction term (differences in 0..255 intensity units, paper: alpha 0.4).
+    - ``smooth_weight``/``smooth_alpha``: weight and exponent of the smoothness term (paper: 0.3).
+    - ``ssim_weights``: weight of the SSIM term per level; ``scale_weights``: factor on the
+      photometric and smoothness terms per level.
+    - ``eps``: Charbonnier epsilon; ``border``: fraction of each side ignored by the photometric term.
+    - ``occlusion`` (beyond the paper): mask occluded pixels out of the photometric and SSIM terms
+      by forward-backward consistency; needs backward flows, ignored without them.
+    - ``edge_weight`` (beyond the paper): > 0 makes smoothness edge-aware, letting the flow change
+      across image edges (weights ``exp(-edge_weight * |image gradient|)``).
+    """
+
+    photometric_weight: float = 1.0
+    photometric_alpha: float = 0.4
+    smooth_weight: float = 1.0
+    smooth_alpha: float = 0.3
+    ssim_weights: tuple[float, ...] = PAPER_SSIM_WEIGHTS
+    scale_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)
+    eps: float = 1e-3
+    border: float = 0.1
+    occlusion: bool = False
+    edge_weight: float = 0.0
+
+    @classmethod
+    def paper(cls) -> MotionLossConfig:
+        """The objective of the paper (the defaults)."""
+        return cls()
+
+    @classmethod
+    def fine_tune(cls) -> MotionLossConfig:
+        """The paper's objective with SSIM weights divided by 10 (end-to-end fine-tuning)."""
+        return cls(ssim_weights=tuple(w / 10 for w in PAPER_SSIM_WEIGHTS))
+
+    @classmethod
+    def improved(cls) -> MotionLossConfig:
+        """Beyond the paper: occlusion masking plus edge-aware smoothness (edge_weight 10)."""
+        return cls(occlusion=True, edge_weight=10.0)
+
+
+def _occlusion_preset() -> MotionLossConfig:
+    return replace(MotionLossConfig.paper(), occlusion=True)
+
+
+def _edge_preset() -> MotionLossConfig:
+    return replace(MotionLossConfig.paper(), edge_weight=10.0)
+
+
+PRESETS: dict[str, Callable[[], MotionLossConfig]] = {
+    "paper": MotionLossConfig.paper,
+    "occlusion": _occlusion_preset,
+    "edge": _edge_preset,
+    "improved": MotionLossConfig.improved,
+}
+
+
+def _level_weights(weights: tuple[float, ...], levels: int, name: str) -> tuple[float, ...]:
+    """The last (finest) ``levels`` weights."""
+    if levels > len(weights):
+        raise UserError(f"pyramid has {levels} levels but {name} has only {len(weights)} weights")
+    return tuple(weights[len(weights) - levels :])
+
+
+def _direction_terms(
+    frame0: Tensor, frame1: Tensor, flow: Tensor, mask: Tensor | None, config: MotionLossConfig
+) -> tuple[Tensor, Tensor]:
+    """Photometric and SSIM losses of reconstructing frame0 from frame1 warped by ``flow``."""
+    photometric = photometric_loss(
+        frame0, frame1, flow, config.photometric_alpha, config.eps, 255.0, config.border, mask
+    )
+    warped, valid = backward_warp(frame1, flow)
+    if mask is not None:
+        valid = valid * mask
+    return photometric, ssim_loss(frame0, warped, valid)
+
+
+def multiscale_motion_loss(
+    frames: Tensor,
+    pyramid: list[Tensor],
+    config: MotionLossConfig,
+    backward_pyramid: list[Tensor] | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Unsupervised multi-scale loss of a MotionNet flow pyramid.
+
+    Args:
+        frames: ``(B, T+1, 3, H, W)`` in [0, 1].
+        pyramid: coarse -> fine list of forward flows ``(B, T, 2, h_i, w_i)`` in pixels of their
+            level; frames are resized (bilinear, antialiased) to each level's own size.
+        config: term weights and switches. With fewer levels than weights, the finest are used.
+        backward_pyramid: same layout, ``[i][:, t]`` = flow frame t+1 -> frame t. Used only when
+            ``config.occlusion``: the photometric, SSIM and smoothness terms are then averaged over
+            both directions, the first two masked by forward-backward occlusion.
+
+    Returns:
+        ``(total, terms)`` with ``terms`` the weighted sums ``"photometric"``, ``"smoothness"``,
+        ``"ssim"`` over levels (0-dim tensors, attached to the graph).
+    """
+    if frames.ndim != 5 or not pyramid:
+        raise UserError(f"expected frames (B, T+1, 3, H, W) and a non-empty pyramid, got {tuple(frames.shape)}")
+    batch, steps = frames.shape[0], frames.shape[1] - 1
+    use_backward = config.occlusion and backward_pyramid is not None
+    if use_backward and len(backward_pyramid) != len(pyramid):
+        raise UserError(f"backward pyramid has {len(backward_pyramid)} levels, forward has {len(pyramid)}")
+    ssim_weights = _level_weights(config.ssim_weights, len(pyramid), "ssim_weights")
+    scale_weights = _level_weights(config.scale_weights, len(pyramid), "scale_weights")
+    flat_frames = frames.flatten(0, 1)
+    terms: dict[str, Tensor] = {}
+    for level, flow in enumerate(pyramid):
+        if flow.shape[:3] != (batch, steps, 2):
+            raise UserError(f"pyramid level {level} has shape {tuple(flow.shape)}, expected ({batch}, {steps}, 2, h, w)")
+        height, width = flow.shape[-2:]
+        level_frames = flat_frames
+        if (height, width) != tuple(frames.shape[-2:]):
+            level_frames = F.interpolate(flat_frames, size=(height, width), mode="bilinear", antialias=True)
+        level_frames = level_frames.view(batch, steps + 1, -1, height, width)
+        frame0 = level_frames[:, :-1].flatten(0, 1)
+        frame1 = level_frames[:, 1:].flatten(0, 1)
+        forward = flow.flatten(0, 1)
+        edge_image = frame0 if config.edge_weight > 0 else None
+        smooth = smoothness_loss(forward, config.smooth_alpha, config.eps, edge_image, config.edge_weight)
+        if use_backward:
+            backward = backward_pyramid[level].flatten(0, 1)
+            photo_fw, ssim_fw = _direction_terms(
+                frame0, frame1, forward, forward_backward_occlusion(forward, backward), config
+            )
+            photo_bw, ssim_bw = _direction_terms(
+                frame1, frame0, backward, forward_backward_occlusion(backward, forward), config
+            )
+            photometric, ssim_term = (photo_fw + photo_bw) / 2, (ssim_fw + ssim_bw) / 2
+            edge_image = frame1 if config.edge_weight > 0 else None
+            smooth_bw = smoothness_loss(backward, config.smooth_alpha, config.eps, edge_image, config.edge_weight)
+            smooth = (smooth + smooth_bw) / 2
+        else:
+            photometric, ssim_term = _direction_terms(frame0, frame1, forward, None, config)
+        level_terms = {
+            "photometric": scale_weights[level] * config.photometric_weight * photometric,
+            "smoothness": scale_weights[level] * config.smooth_weight * smooth,
+            "ssim": ssim_weights[level] * ssim_term,
+        }
+        for name, value in level_terms.items():
+            terms[name] = terms[name] + value if name in terms else value
+    total = terms["photometric"] + terms["smoothness"] + terms["ssim"]
+    return total, terms

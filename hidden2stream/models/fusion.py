@@ -1,0 +1,134 @@
+"""Fusing the spatial and temporal streams (Feichtenhofer, Pinz & Zisserman, CVPR 2016).
+
+Three places to fuse:
+
+* :class:`ConvFusion` combines the two streams' feature maps at each location of one segment.
+* :class:`TemporalFusion` combines the fused maps of the K segments of a video.
+* :func:`late_fusion` combines the two streams' class scores at test time (the classic
+  two-stream / TSN rule).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hidden2stream.errors import UserError
+
+FUSIONS = ("late", "sum", "max", "concat", "conv", "bilinear")
+CONV_FUSIONS = FUSIONS[1:]
+TEMPORAL_FUSIONS = ("avg", "max3d", "conv3d")
+
+
+class ConvFusion(nn.Module):
+    """Fuse a spatial map ``(N, Cs, h, w)`` and a temporal map ``(N, Ct, h', w')`` per location.
+
+    The temporal map is bilinearly resized to ``(h, w)`` when its size differs. Kinds:
+
+    * ``"sum"`` / ``"max"``: element-wise sum / maximum -> ``(N, Cs, h, w)``. When ``Ct != Cs``
+      the temporal map is first projected to Cs channels by a learned 1x1 conv.
+    * ``"concat"``: channel concatenation -> ``(N, Cs + Ct, h, w)``.
+    * ``"conv"``: 1x1 conv over the concatenation -> ``(N, Cs, h, w)``, initialised as sum fusion
+      (weights ``[I | I]``, zero bias; for ``Ct != Cs`` the temporal block is the rectangular
+      identity, i.e. the first ``min(Cs, Ct)`` channels are summed).
+    * ``"bilinear"``: outer product of the two C-vectors at each location, summed over locations,
+      then signed square root and L2 normalisation -> ``(N, Cs * Ct, 1, 1)``. It has no spatial
+      extent and ``Cs * Ct`` channels (65536 for two 256-channel maps; 4.2M for resnet50).
+
+    ``out_channels`` is the fused map's channel count.
+    """
+
+    def __init__(self, kind: str, spatial_channels: int, temporal_channels: int) -> None:
+        super().__init__()
+        if kind not in CONV_FUSIONS:
+            raise UserError(f"unknown conv fusion {kind!r}; choose from {', '.join(CONV_FUSIONS)}")
+        self.kind = kind
+        cs, ct = spatial_channels, temporal_channels
+        self.project = nn.Conv2d(ct, cs, 1) if kind in ("sum", "max") and cs != ct else None
+        self.conv = nn.Conv2d(cs + ct, cs, 1) if kind == "conv" else None
+        if self.conv is not None:
+            with torch.no_grad():
+                weight = self.conv.weight.view(cs, cs + ct)
+                weight.zero_()
+                weight[:, :cs].copy_(torch.eye(cs))
+                weight[:, cs:].copy_(torch.eye(cs, ct))
+                self.conv.bias.zero_()
+        self.out_channels = {"concat": cs + ct, "bilinear": cs * ct}.get(kind, cs)
+
+    def forward(self, spatial: torch.Tensor, temporal: torch.Tensor) -> torch.Tensor:
+        if temporal.shape[-2:] != spatial.shape[-2:]:
+            temporal = F.interpolate(temporal, size=spatial.shape[-2:], mode="bilinear", align_corners=False)
+        if self.project is not None:
+            temporal = self.project(temporal)
+        if self.kind == "sum":
+            return spatial + temporal
+        if self.kind == "max":
+            return torch.maximum(spatial, temporal)
+        if self.kind == "concat":
+            return torch.cat([spatial, temporal], dim=1)
+        if self.kind == "conv":
+            return self.conv(torch.cat([spatial, temporal], dim=1))
+        # bilinear: sum over locations of spatial(p) temporal(p)^T
+        outer = torch.einsum("nchw,ndhw->ncd", spatial, temporal).flatten(1)
+        outer = torch.sign(outer) * torch.sqrt(outer.abs() + 1e-8)
+        return F.normalize(outer, dim=1)[:, :, None, None]
+
+
+class TemporalFusion(nn.Module):
+    """Fuse the per-segment maps ``(N, K, C, h, w)`` of a video into one map ``(N, C, h, w)``.
+
+    Kinds:
+
+    * ``"avg"``: mean over the K segments (TSN's average consensus, on maps).
+    * ``"max3d"``: 3D max pooling with kernel ``(K, 1, 1)``: max over time at each location and
+      channel; space is kept so the classifier's global pooling still sees the layout.
+    * ``"conv3d"``: 3x3x3 Conv3d (C -> C, padding 1, Dirac/identity init so it starts as pure
+      pooling) + BatchNorm3d + ReLU over ``(time, h, w)``, then the ``(K, 1, 1)`` max pooling,
+      as Feichtenhofer's 3D conv + 3D pooling fusion.
+
+    ``segments`` records the training K; the pooling covers whatever K the input has, so a model
+    can be evaluated with more segments. ``out_channels == channels``.
+    """
+
+    def __init__(self, kind: str, channels: int, segments: int) -> None:
+        super().__init__()
+        if kind not in TEMPORAL_FUSIONS:
+            raise UserError(f"unknown temporal fusion {kind!r}; choose from {', '.join(TEMPORAL_FUSIONS)}")
+        if segments < 1:
+            raise UserError(f"segments must be >= 1, got {segments}")
+        self.kind = kind
+        self.segments = segments
+        self.out_channels = channels
+        self.conv = None
+        if kind == "conv3d":
+            conv = nn.Conv3d(channels, channels, 3, padding=1, bias=False)
+            nn.init.dirac_(conv.weight)
+            self.conv = nn.Sequential(conv, nn.BatchNorm3d(channels), nn.ReLU(inplace=True))
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        if maps.ndim != 5:
+            raise UserError(f"temporal fusion expects (N, K, C, h, w) maps, got {tuple(maps.shape)}")
+        if self.kind == "avg":
+            return maps.mean(dim=1)
+        x = maps.transpose(1, 2)  # (N, C, K, h, w)
+        if self.conv is not None:
+            x = self.conv(x)
+        return F.max_pool3d(x, kernel_size=(x.shape[2], 1, 1)).squeeze(2)
+
+
+def late_fusion(
+    spatial_scores: torch.Tensor, temporal_scores: torch.Tensor, temporal_weight: float = 1.5
+) -> torch.Tensor:
+    """Test-time score fusion ``(N, C), (N, C) -> (N, C)``.
+
+    Negative scores are clipped to 0, each stream's scores are L1-normalised per sample, then
+    combined as ``spatial + temporal_weight * temporal`` (TSN weights the flow stream 1.5).
+    """
+    if spatial_scores.shape != temporal_scores.shape or spatial_scores.ndim != 2:
+        raise UserError(
+            f"late fusion needs two (N, C) score tensors of one shape, got "
+            f"{tuple(spatial_scores.shape)} and {tuple(temporal_scores.shape)}"
+        )
+    s = F.normalize(spatial_scores.clamp(min=0), p=1, dim=1)
+    t = F.normalize(temporal_scores.clamp(min=0), p=1, dim=1)
+    return s + temporal_weight * t

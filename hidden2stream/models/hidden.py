@@ -1,0 +1,110 @@
+"""Hidden temporal streams: action recognition from MotionNet's learned flow (Zhu et al. 2017).
+
+* :class:`StackedHiddenStream` feeds MotionNet's flow, as a TSN-style flow stack, to a temporal
+  CNN; trained end to end, the classification loss back-propagates into MotionNet.
+* :class:`BranchedHiddenStream` classifies from MotionNet's own encoder features, so motion
+  estimation and recognition share one encoder.
+
+Both return the MotionNet pyramid next to the logits so the unsupervised motion loss can be
+added during training.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hidden2stream.errors import UserError
+from hidden2stream.models.motionnet import MotionNet, upsample_flow
+from hidden2stream.models.streams import Stream
+
+HIDDEN_KINDS = ("stacked", "branched")
+
+
+def flow_to_stack(flow: torch.Tensor, clip: float = 20.0) -> torch.Tensor:
+    """Flows ``(N, T, 2, H, W)`` in pixels -> stack ``(N, 2T, H, W)`` in [-1, 1], channels u0, v0, u1, ...
+
+    Each component is clipped to ``[-clip, clip]`` pixels and divided by ``clip``. This is TSN's
+    flow input up to an affine map: TSN quantises ``[-20, 20]`` to 0..255 and subtracts 128, i.e.
+    ``tsn = 127.5 * ours - 0.5``. Gradients pass unchanged (times 1/clip) inside the clip range.
+    """
+    if flow.ndim != 5 or flow.shape[2] != 2:
+        raise UserError(f"flow_to_stack expects flows (N, T, 2, H, W), got {tuple(flow.shape)}")
+    if clip <= 0:
+        raise UserError(f"clip must be > 0, got {clip}")
+    n, t, _, h, w = flow.shape
+    return (flow.clamp(-clip, clip) / clip).reshape(n, 2 * t, h, w)
+
+
+class StackedHiddenStream(nn.Module):
+    """MotionNet stacked onto a temporal stream.
+
+    ``forward(frames (N, T+1, 3, H, W) in [0, 1]) -> (logits (N, classes), pyramid)``: the finest
+    MotionNet flow (1/2 resolution) is upsampled to ``(H, W)`` (values scaled to full-resolution
+    pixels), clipped and scaled by :func:`flow_to_stack`, and classified by ``temporal``, whose
+    input must have ``2T`` channels. ``pyramid`` is MotionNet's coarse-to-fine list of
+    ``(N, T, 2, h_i, w_i)`` flows.
+    """
+
+    def __init__(self, motionnet: MotionNet, temporal: Stream, clip: float = 20.0) -> None:
+        super().__init__()
+        if temporal.in_channels != 2 * motionnet.num_flows:
+            raise UserError(
+                f"temporal stream takes {temporal.in_channels} channels but MotionNet gives "
+                f"{motionnet.num_flows} flows ({2 * motionnet.num_flows} channels)"
+            )
+        self.motionnet = motionnet
+        self.temporal = temporal
+        self.clip = clip
+        self.feature_channels = temporal.feature_channels
+
+    def forward_features(self, frames: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``frames (N, T+1, 3, H, W)`` -> (temporal feature map ``(N, C, h, w)``, pyramid)."""
+        pyramid = self.motionnet(frames, all_scales=True)
+        flow = upsample_flow(pyramid[-1], frames.shape[-2:])
+        return self.temporal.forward_features(flow_to_stack(flow, self.clip)), pyramid
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Feature map ``(N, C, h, w)`` -> logits ``(N, classes)``."""
+        return self.temporal.classify(features)
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        features, pyramid = self.forward_features(frames)
+        return self.classify(features), pyramid
+
+
+class BranchedHiddenStream(nn.Module):
+    """A classifier branch on MotionNet's deepest encoder map.
+
+    ``forward(frames (N, T+1, 3, H, W)) -> (logits (N, classes), pyramid)``. The branch is a 3x3
+    conv-BN-ReLU block (C -> C, C = ``motionnet.feature_channels``) giving the feature map, then
+    global average pooling, dropout and a linear layer. The encoder runs once: its features feed
+    both the branch and MotionNet's flow decoder.
+    """
+
+    def __init__(self, motionnet: MotionNet, num_classes: int, dropout: float = 0.5) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise UserError(f"num_classes must be >= 1, got {num_classes}")
+        self.motionnet = motionnet
+        c = motionnet.feature_channels
+        self.feature_channels = c
+        self.block = nn.Sequential(
+            nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)
+        )
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Dropout(dropout), nn.Linear(c, num_classes)
+        )
+
+    def forward_features(self, frames: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``frames (N, T+1, 3, H, W)`` -> (branch feature map ``(N, C, h, w)``, pyramid)."""
+        encoded = self.motionnet.encode(frames)
+        pyramid = self.motionnet.decode(encoded, all_scales=True, size=frames.shape[-2:])
+        return self.block(encoded[-1]), pyramid
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Feature map ``(N, C, h, w)`` -> logits ``(N, classes)``."""
+        return self.head(features)
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        features, pyramid = self.forward_features(frames)
+        return self.classify(features), pyramid

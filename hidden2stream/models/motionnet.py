@@ -1,0 +1,248 @@
+"""MotionNet (Zhu et al. 2017, Hidden Two-Stream): a CNN that learns multi-frame optical flow.
+
+A FlowNetSimple-style encoder-decoder maps ``T+1`` stacked RGB frames to ``T`` forward flows
+(``flow[t]``: frame t -> frame t+1, u right, v down) at five scales, 1/32 ... 1/2 of the input,
+each in pixels of its own level. Widths and flow scaling follow the authors' released files.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hidden2stream.errors import UserError
+
+NEGATIVE_SLOPE = 0.1
+DOWNSAMPLING = 32  # total stride of the encoder: inputs are padded to a multiple of this
+
+
+@dataclass
+class MotionNetConfig:
+    """Architecture of a MotionNet; ``dataclasses.asdict`` of it is stored with checkpoints.
+
+    ``frames``: window length T+1 (gives T flows). ``widths``: the six encoder stages (1 ... 1/32).
+    ``decoder_widths``: decoder levels 5..2 (1/16 ... 1/2). ``flow_scale``: a raw prediction r at
+    downsampling factor s means ``r * flow_scale / s`` pixels of that level.
+    """
+
+    frames: int = 11
+    widths: tuple[int, ...] = (64, 128, 256, 512, 512, 1024)
+    decoder_widths: tuple[int, ...] = (512, 256, 128, 64)
+    flow_scale: float = 20.0
+
+    def __post_init__(self) -> None:
+        self.widths = tuple(int(w) for w in self.widths)
+        self.decoder_widths = tuple(int(w) for w in self.decoder_widths)
+        if self.frames < 2:
+            raise UserError(f"MotionNet needs at least 2 frames per window, got {self.frames}")
+        if len(self.widths) != 6 or len(self.decoder_widths) != 4:
+            raise UserError(
+                f"MotionNet needs 6 encoder and 4 decoder widths, got {len(self.widths)} "
+                f"and {len(self.decoder_widths)}"
+            )
+        if min(self.widths + self.decoder_widths) < 1 or self.flow_scale <= 0:
+            raise UserError("MotionNet widths and flow_scale must be positive")
+
+
+def upsample_flow(flow: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Bilinearly resize flows ``(B, T, 2, h, w)`` to ``(B, T, 2, H, W)``, rescaling the values.
+
+    Flow is in pixels of the tensor it lives on, so u is multiplied by ``W / w`` and v by ``H / h``.
+    """
+    if flow.ndim != 5 or flow.shape[2] != 2:
+        raise UserError(f"upsample_flow expects flows (B, T, 2, h, w), got {tuple(flow.shape)}")
+    b, t, _, h, w = flow.shape
+    height, width = int(size[0]), int(size[1])
+    resized = F.interpolate(
+        flow.reshape(b * t, 2, h, w), size=(height, width), mode="bilinear", align_corners=False
+    )
+    ratio = resized.new_tensor([width / w, height / h]).view(1, 2, 1, 1)
+    return (resized * ratio).reshape(b, t, 2, height, width)
+
+
+def _conv(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
+    """3x3 convolution + LeakyReLU(0.1)."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1),
+        nn.LeakyReLU(NEGATIVE_SLOPE, inplace=True),
+    )
+
+
+def _bilinear_kernel(size: int) -> torch.Tensor:
+    """``(size, size)`` kernel that makes a stride ``size // 2`` transposed conv a bilinear upsampler."""
+    factor = (size + 1) // 2
+    centre = factor - 1 if size % 2 == 1 else factor - 0.5
+    taps = 1 - (torch.arange(size, dtype=torch.float32) - centre).abs() / factor
+    return taps[:, None] * taps[None, :]
+
+
+class _DecoderLevel(nn.Module):
+    """One refinement level: (coarser features, coarser raw flow, encoder skip) -> (features, raw flow).
+
+    The coarser features pass a 4x4 stride-2 deconv (+LeakyReLU); the coarser flow a learned 4x4
+    stride-2 upsampling (initialised to bilinear); both are concatenated with the skip, fused by a
+    3x3 conv (+LeakyReLU), and a 3x3 conv predicts the raw flow (2T channels).
+    """
+
+    def __init__(self, in_channels: int, skip_channels: int, width: int, flow_channels: int) -> None:
+        super().__init__()
+        self.deconv = nn.Sequential(
+            nn.ConvTranspose2d(in_channels, width, 4, stride=2, padding=1),
+            nn.LeakyReLU(NEGATIVE_SLOPE, inplace=True),
+        )
+        self.upflow = nn.ConvTranspose2d(flow_channels, flow_channels, 4, stride=2, padding=1)
+        self.fuse = _conv(skip_channels + width + flow_channels, width)
+        self.predict = nn.Conv2d(width, flow_channels, 3, padding=1)
+
+    def forward(
+        self, features: torch.Tensor, flow: torch.Tensor, skip: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        fused = self.fuse(torch.cat([skip, self.deconv(features), self.upflow(flow)], dim=1))
+        return fused, self.predict(fused)
+
+
+class MotionNet(nn.Module):
+    """MotionNet: frames ``(B, T+1, 3, H, W)`` in [0, 1] -> forward flows, any H, W.
+
+    Frames are normalised internally as ``(x - 0.5) / 0.25`` and replicate-padded (bottom/right)
+    to a multiple of 32; outputs are cropped back. See :meth:`forward` for the output forms.
+    """
+
+    def __init__(self, config: MotionNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.num_flows = config.frames - 1
+        flow_channels = 2 * self.num_flows
+        widths, dec = config.widths, config.decoder_widths
+        stages = [nn.Sequential(_conv(3 * config.frames, widths[0]), _conv(widths[0], widths[0]))]
+        for prev, width in zip(widths[:-1], widths[1:]):
+            stages.append(nn.Sequential(_conv(prev, width, stride=2), _conv(width, width)))
+        self.encoder = nn.ModuleList(stages)
+        self.predict_coarsest = nn.Conv2d(widths[-1], flow_channels, 3, padding=1)
+        inputs = (widths[-1],) + dec[:-1]
+        skips = widths[-2:0:-1]  # 1/16, 1/8, 1/4, 1/2
+        self.decoder = nn.ModuleList(
+            _DecoderLevel(i, s, w, flow_channels) for i, s, w in zip(inputs, skips, dec)
+        )
+        self._init_weights()
+
+    @property
+    def feature_channels(self) -> int:
+        """Channels of the deepest (1/32) encoder map."""
+        return self.config.widths[-1]
+
+    def _init_weights(self) -> None:
+        """Kaiming (LeakyReLU 0.1) for convs, bilinear flow upsampling, near-zero flow predictions."""
+        gain = nn.init.calculate_gain("leaky_relu", NEGATIVE_SLOPE)
+        for module in self.modules():
+            if isinstance(module, nn.ConvTranspose2d):
+                # Each output pixel of a stride-s transposed conv sums in * (k / s)^2 inputs.
+                k, s = module.kernel_size[0], module.stride[0]
+                fan_in = module.in_channels * (k // s) ** 2
+                nn.init.normal_(module.weight, std=gain / math.sqrt(fan_in))
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, a=NEGATIVE_SLOPE, nonlinearity="leaky_relu")
+                nn.init.zeros_(module.bias)
+        predictors = [self.predict_coarsest] + [level.predict for level in self.decoder]
+        for conv in predictors:
+            # Raw output std ~ 0.01 x feature RMS: initial flows are a fraction of a pixel.
+            fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+            nn.init.normal_(conv.weight, std=0.01 / math.sqrt(fan_in))
+        kernel = _bilinear_kernel(4)
+        for level in self.decoder:
+            with torch.no_grad():
+                level.upflow.weight.zero_()
+                for c in range(level.upflow.in_channels):
+                    level.upflow.weight[c, c] = kernel
+
+    def _check(self, frames: torch.Tensor) -> None:
+        if frames.ndim != 5 or frames.shape[1] != self.config.frames or frames.shape[2] != 3:
+            raise UserError(
+                f"MotionNet expects frames (B, {self.config.frames}, 3, H, W), got {tuple(frames.shape)}"
+            )
+
+    def encode(self, frames: torch.Tensor) -> list[torch.Tensor]:
+        """Frames ``(B, T+1, 3, H, W)`` -> the six encoder maps, fine to coarse (1 ... 1/32).
+
+        Maps are at the padded resolution: map k is ``(B, widths[k], H_pad / 2^k, W_pad / 2^k)``.
+        """
+        self._check(frames)
+        height, width = frames.shape[-2:]
+        x = (frames.reshape(frames.shape[0], -1, height, width) - 0.5) / 0.25
+        pad_h, pad_w = -height % DOWNSAMPLING, -width % DOWNSAMPLING
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        features = []
+        for stage in self.encoder:
+            x = stage(x)
+            features.append(x)
+        return features
+
+    def decode(
+        self,
+        features: list[torch.Tensor],
+        all_scales: bool | None = None,
+        size: Sequence[int] | None = None,
+    ) -> list[torch.Tensor] | torch.Tensor:
+        """Encoder maps (from :meth:`encode`) -> flows; ``size`` = the input's (H, W).
+
+        ``size`` None means the padded size. Output forms as in :meth:`forward`.
+        """
+        if all_scales is None:
+            all_scales = self.training
+        padded_h, padded_w = features[0].shape[-2:]
+        height, width = (padded_h, padded_w) if size is None else (int(size[0]), int(size[1]))
+        x = features[-1]
+        raw = [self.predict_coarsest(x)]
+        for level, skip in zip(self.decoder, features[-2:0:-1]):
+            x, flow = level(x, raw[-1], skip)
+            raw.append(flow)
+        pyramid = []
+        for i, flow in enumerate(raw):
+            stride = 2 ** (5 - i)
+            pixels = (flow * (self.config.flow_scale / stride)).unflatten(1, (self.num_flows, 2))
+            pyramid.append(pixels)
+        if not all_scales:
+            return upsample_flow(pyramid[-1], (padded_h, padded_w))[..., :height, :width]
+        return [
+            flow[..., : -(-height // 2 ** (5 - i)), : -(-width // 2 ** (5 - i))]
+            for i, flow in enumerate(pyramid)
+        ]
+
+    def forward(
+        self, frames: torch.Tensor, all_scales: bool | None = None
+    ) -> list[torch.Tensor] | torch.Tensor:
+        """Frames ``(B, T+1, 3, H, W)`` in [0, 1] -> forward flows (frame t -> t+1).
+
+        ``all_scales`` (default: ``self.training``): True gives five flows, coarse to fine, the
+        i-th ``(B, T, 2, ceil(H / 2^(5-i)), ceil(W / 2^(5-i)))`` in pixels of its level; False gives
+        the full-resolution flow ``(B, T, 2, H, W)`` in pixels (the 1/2 level upsampled x2).
+        """
+        return self.decode(self.encode(frames), all_scales, frames.shape[-2:])
+
+
+def motionnet(frames: int = 11) -> MotionNet:
+    """Paper MotionNet (widths of the authors' release) for windows of ``frames`` frames."""
+    return MotionNet(MotionNetConfig(frames=frames))
+
+
+def motionnet_tiny(frames: int = 11) -> MotionNet:
+    """A small MotionNet for CPU training and tests; same topology, narrower layers."""
+    return MotionNet(
+        MotionNetConfig(frames=frames, widths=(16, 32, 48, 64, 96, 128), decoder_widths=(64, 48, 32, 16))
+    )
+
+
+MOTIONNETS: dict[str, Callable[[int], MotionNet]] = {"paper": motionnet, "tiny": motionnet_tiny}
+
+
+def build_motionnet(name: str, frames: int) -> MotionNet:
+    """MotionNet variant ``name`` (a key of ``MOTIONNETS``) for windows of ``frames`` frames."""
+    if name not in MOTIONNETS:
+        raise UserError(f"unknown MotionNet {name!r}; choose one of {', '.join(MOTIONNETS)}")
+    return MOTIONNETS[name](frames)

@@ -1,0 +1,158 @@
+"""The training loop: exact resume, non-finite losses, checkpoint safety, refusal of foreign checkpoints."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from hidden2stream.errors import CheckpointError, UserError
+from hidden2stream.train.checkpoint import load_checkpoint, save_atomic
+from hidden2stream.train.loop import TrainConfig, TrainingDiverged, lr_factor, train
+from hidden2stream.train.runtime import Runtime
+from hidden2stream.train.sampler import DistributedStepSampler
+
+CPU = Runtime(device=torch.device("cpu"))
+
+
+class Points(Dataset):
+    """Noisy linear regression items, seeded per index."""
+
+    def __init__(self, n: int = 64, poison: int | None = None) -> None:
+        self.n, self.poison = n, poison
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(i)
+        x = torch.randn(4, generator=g)
+        y = x.sum(0, keepdim=True) + 0.1 * torch.randn(1, generator=g)
+        if self.poison is not None and i == self.poison:
+            x = x * float("nan")
+        return {"x": x, "y": y}
+
+
+def mse(model: nn.Module, batch: dict[str, torch.Tensor]):
+    pred = model(batch["x"])
+    loss = (pred - batch["y"]).pow(2).mean()
+    return loss, {"abs": (pred - batch["y"]).abs().mean().detach()}
+
+
+def make_model() -> nn.Module:
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.2), nn.ReLU(), nn.Linear(8, 1))
+
+
+def run(tmp_path, steps=12, dataset=None, **overrides):
+    model = make_model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    config = TrainConfig(out_dir=tmp_path, steps=steps, batch_size=4, checkpoint_every=4, log_every=2,
+                         warmup_steps=2, milestones=(0.5,), **overrides)
+    result = train(model, dataset or Points(), mse, optimizer, config, CPU, kind="toy",
+                   model_config={"hidden": 8})
+    return model, result
+
+
+def test_lr_schedule_warms_up_then_decays():
+    config = TrainConfig(out_dir=".", steps=100, warmup_steps=10, milestones=(0.5, 0.75), gamma=0.5)
+    assert lr_factor(0, config) == pytest.approx(0.1)
+    assert lr_factor(20, config) == 1.0
+    assert lr_factor(60, config) == 0.5
+    assert lr_factor(80, config) == 0.25
+
+
+def test_sampler_global_batches_do_not_depend_on_world_size():
+    one = list(_take(DistributedStepSampler(40, 4, 0, 1, seed=3), 12))
+    two = [list(_take(DistributedStepSampler(40, 2, r, 2, seed=3), 6)) for r in range(2)]
+    for step in range(3):
+        together = sorted(two[0][2 * step:2 * step + 2] + two[1][2 * step:2 * step + 2])
+        assert together == sorted(one[4 * step:4 * step + 4])
+
+
+def _take(iterable, n):
+    for i, item in zip(range(n), iterable):
+        yield item
+
+
+def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path):
+    full, _ = run(tmp_path / "full")
+
+    class Interrupt(Points):
+        calls = 0
+
+        def __getitem__(self, i):
+            Interrupt.calls += 1
+            if Interrupt.calls == 4 * 6 + 1:  # during step 7, after the checkpoint at step 4
+                raise KeyboardInterrupt
+            return super().__getitem__(i)
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut", dataset=Interrupt())
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["step"] == 4
+    resumed, result = run(tmp_path / "cut", resume=True)
+    assert result.step == 12
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    history = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert len(history) == 6  # logged every 2 steps, none duplicated by the redo
+
+
+def test_existing_checkpoint_needs_resume(tmp_path):
+    run(tmp_path, steps=4)
+    with pytest.raises(UserError, match="--resume"):
+        run(tmp_path, steps=4)
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path):
+    run(tmp_path, steps=4)
+    with pytest.raises(CheckpointError, match="hidden=8"):
+        load_checkpoint(tmp_path / "checkpoint.pt", kind="toy", model_config={"hidden": 16})
+    with pytest.raises(CheckpointError, match="'toy'"):
+        load_checkpoint(tmp_path / "checkpoint.pt", kind="motionnet")
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
+    run(tmp_path, steps=4)
+    # item 5 holds NaN; the shuffled order reaches it within the first epoch (16 steps)
+    with pytest.raises(TrainingDiverged, match="non-finite loss .* kept"):
+        run(tmp_path, steps=200, dataset=Points(poison=5), resume=True)
+    checkpoint = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert 4 <= checkpoint["step"] < 200
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
+
+
+def test_nan_policy_skip_continues(tmp_path):
+    _, result = run(tmp_path, steps=40, dataset=Points(poison=5), nan_policy="skip")
+    assert result.step == 40
+    assert result.skipped_steps >= 1
+    model = make_model()
+    model.load_state_dict(load_checkpoint(tmp_path / "checkpoint.pt")["model"])
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_interrupted_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    save_atomic({"model": {"w": torch.ones(2)}, "step": 1}, path)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError):
+        save_atomic({"model": {"w": torch.zeros(2)}, "step": 2}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left behind
+
+
+def test_corrupt_checkpoint_is_one_clear_error(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_checkpoint(path)
+
+
+def test_batch_must_split_over_processes(tmp_path):
+    with pytest.raises(UserError, match="not divisible"):
+        TrainConfig(out_dir=tmp_path, batch_size=6, accumulation=4).micro_batch(1)
