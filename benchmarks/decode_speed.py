@@ -24,6 +24,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
+
 from hidden2stream.data.frame_cache import extract_frames, read_cached_frames
 from hidden2stream.data.video import probe_video, read_frames, scaled_size
 from hidden2stream.errors import UserError, VideoError
@@ -69,6 +71,7 @@ def _markdown(result: dict) -> str:
 def run(args: argparse.Namespace) -> dict:
     """Time every mode on the same windows; returns the result dictionary."""
     clips: list[tuple[Path, int]] = []
+    sizes: list[tuple[int, int]] = []  # (H, W) after resizing, per clip
     for path in sorted(p for p in args.clips.iterdir() if p.is_file()):
         try:
             info = probe_video(path)
@@ -77,10 +80,10 @@ def run(args: argparse.Namespace) -> dict:
             continue
         if info.num_frames >= args.frames:
             clips.append((path, info.num_frames))
+            sizes.append(scaled_size(info.width, info.height, args.size))
     if not clips:
         raise UserError(f"no readable video with >= {args.frames} frames in {args.clips}")
     windows = _windows(clips, args.windows, args.frames, args.seed)
-    sizes = {c: scaled_size(probe_video(p).width, probe_video(p).height, args.size) for c, (p, _) in enumerate(clips)}
     seconds = {mode: [[0.0] * len(clips) for _ in range(args.repeats)] for mode in MODES}
     with tempfile.TemporaryDirectory() as cache_dir:
         extract_s = {}

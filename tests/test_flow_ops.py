@@ -19,7 +19,9 @@ def smooth_texture(height: int, width: int, dx: float = 0.0, dy: float = 0.0) ->
     grid = pixel_grid(height, width, dtype=torch.float64)
     x, y = grid[0] - dx, grid[1] - dy
     channels = [
-        0.5 + 0.2 * torch.sin(0.31 * x + 0.17 * y + phase) + 0.2 * torch.cos(0.13 * x - 0.29 * y + 2 * phase)
+        0.5
+        + 0.2 * torch.sin(0.31 * x + 0.17 * y + phase)
+        + 0.2 * torch.cos(0.13 * x - 0.29 * y + 2 * phase)
         for phase in (0.0, 1.0, 2.0)
     ]
     return torch.stack(channels).float()
@@ -63,8 +65,16 @@ def test_backward_warp_subpixel_translation():
 
 
 def test_backward_warp_keeps_flow_dtype():
-    warped, valid = backward_warp(torch.rand(1, 3, 8, 8), torch.zeros(1, 2, 8, 8, dtype=torch.float64))
+    flow = torch.zeros(1, 2, 8, 8, dtype=torch.float64)
+    warped, valid = backward_warp(torch.rand(1, 3, 8, 8), flow)
     assert warped.dtype == valid.dtype == torch.float64
+
+
+def test_backward_warp_half_precision_flow_addresses_wide_images():
+    image = torch.rand(1, 1, 2, 300)
+    warped, valid = backward_warp(image, torch.zeros(1, 2, 2, 300, dtype=torch.bfloat16))
+    assert warped.dtype == torch.float32 and bool(valid.all())
+    torch.testing.assert_close(warped, image)
 
 
 def test_backward_warp_last_column_is_valid():
@@ -137,7 +147,8 @@ def test_save_png_and_grid(tmp_path):
     path = save_png(image, tmp_path / "a" / "img.png")
     decoded = decode_png(read_file(str(path)))
     assert torch.equal(decoded, (image * 255).round().to(torch.uint8))
-    grid_path = make_grid_png([image, torch.zeros(3, 4, 5, dtype=torch.uint8), image], tmp_path / "g.png", ncol=2)
+    small = torch.zeros(3, 4, 5, dtype=torch.uint8)
+    grid_path = make_grid_png([image, small, image], tmp_path / "g.png", ncol=2)
     grid = decode_png(read_file(str(grid_path)))
     assert grid.shape == (3, 2 + 2 * (8 + 2), 2 + 2 * (10 + 2))
     with pytest.raises(UserError):

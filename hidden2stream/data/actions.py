@@ -7,7 +7,6 @@ video exists, so a wrong root fails at once with one line rather than mid-epoch.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,8 +158,9 @@ class ActionVideoDataset(Dataset):
     clip after resizing the shorter side to ``1.15 * max(size)``.
 
     Test item: ``{"frames": (V, K, T+1, 3, H, W), "label"}`` with K = ``test_windows`` evenly
-    spaced windows and V views = crops x flips: ``test_crops="centre"`` (1) or ``"multi"``
-    (centre + 4 corners, 5), times 2 when ``test_flip`` (the flipped views follow the others).
+    spaced windows and V views = crops x flips, cut from frames resized as in training:
+    ``test_crops="centre"`` (1) or ``"multi"`` (centre + 4 corners, 5), times 2 when
+    ``test_flip`` (the flipped views follow the others). A model averages over V and K.
 
     Videos are probed lazily. A broken or too-short video is logged once and replaced by the
     next valid sample, so an epoch always completes; UserError only if every video is bad.

@@ -61,7 +61,7 @@ def read_cached_frames(npy_path: str | Path, start: int, count: int) -> torch.Te
     if start < 0 or count < 1 or start + count > frames.shape[0]:
         raise VideoError(f"{npy_path} holds {frames.shape[0]} frames; "
                          f"frames {start}..{start + count - 1} requested")
-    window = torch.from_numpy(np.ascontiguousarray(frames[start:start + count]))
+    window = torch.from_numpy(np.array(frames[start:start + count]))
     return window.permute(0, 3, 1, 2).float().div_(255.0)
 
 

@@ -41,12 +41,13 @@ def affine(
     ``rotation`` is in radians, clockwise on screen (y points down).
     """
     cos, sin = math.cos(rotation), math.sin(rotation)
-    linear = torch.tensor([[cos, -sin], [sin, cos]], dtype=torch.float64) @ torch.tensor(
-        [[scale, scale * shear], [0.0, scale]], dtype=torch.float64
+    a, b = scale * cos, scale * (shear * cos - sin)  # R @ [[scale, scale * shear], [0, scale]]
+    c, d = scale * sin, scale * (shear * sin + cos)
+    cx, cy = center
+    tx, ty = translation
+    return torch.tensor(
+        [[a, b, cx + tx - a * cx - b * cy], [c, d, cy + ty - c * cx - d * cy]], dtype=torch.float64
     )
-    c = torch.tensor(center, dtype=torch.float64)
-    offset = c + torch.tensor(translation, dtype=torch.float64) - linear @ c
-    return torch.cat([linear, offset[:, None]], dim=1)
 
 
 def homogeneous(matrix: Tensor) -> Tensor:
@@ -91,7 +92,7 @@ def render_frames(layers: Sequence[Layer], times: Iterable[int], height: int, wi
             [[2.0 / (tex_w - 1), 0.0, -1.0], [0.0, 2.0 / (tex_h - 1), -1.0], [0.0, 0.0, 1.0]], dtype=torch.float64
         )
         theta = (to_normalised @ inverse[:, number])[:, :2].float()
-        grid = torch.einsum("nij,hwj->nhwi", theta, pixels)
+        grid = (pixels.view(1, -1, 3) @ theta.transpose(1, 2)).view(len(times), height, width, 2)
         source = torch.cat([layer.texture, layer.alpha])[None].expand(len(times), -1, -1, -1)
         sampled = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
         inside = sampled[:, 3] > 0.5
@@ -118,7 +119,7 @@ def flows_from_index(layers: Sequence[Layer], layer_index: Tensor) -> tuple[Tens
     pixels = pixel_grid(height, width)
     identity = torch.eye(2, 3, dtype=torch.float64)
     motion = torch.stack([layer.motion for layer in layers]) - identity
-    displacement = torch.einsum("lij,hwj->lhwi", motion.float(), pixels).reshape(-1, 2)  # (L*H*W, 2)
+    displacement = (pixels.view(1, -1, 3) @ motion.float().transpose(1, 2)).view(-1, 2)  # (L*H*W, 2)
     source = layer_index[:-1]
     flat = source * (height * width) + torch.arange(height * width).view(height, width)
     flow = displacement[flat]  # (N, H, W, 2)

@@ -5,6 +5,7 @@ lock on to, so procedural textures mix coloured noise octaves, soft blobs and a 
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from pathlib import Path
@@ -31,14 +32,12 @@ def procedural_texture(generator: torch.Generator, height: int, width: int) -> T
     Sum of colour-mixed bicubic noise octaves (periods 32..4 px), soft-edged blobs of random colour
     and one oriented stripe pattern, then contrast-normalised per channel through a sigmoid.
     """
-    texture = torch.zeros(1, 3, height, width)
+    texture = torch.zeros(3, height, width)
     for octave, period in enumerate(NOISE_PERIODS):
-        cells = (max(2, math.ceil(height / period) + 1), max(2, math.ceil(width / period) + 1))
-        noise = torch.randn(1, 3, *cells, generator=generator)
+        rows, cols = max(2, math.ceil(height / period) + 1), max(2, math.ceil(width / period) + 1)
         mix = torch.randn(3, 3, generator=generator)
-        noise = torch.einsum("ij,bjhw->bihw", mix, noise)
-        texture += 0.8**octave * F.interpolate(noise, size=(height, width), mode="bicubic", align_corners=True)
-    texture = texture[0]
+        noise = (mix @ torch.randn(3, rows * cols, generator=generator)).view(3, rows, cols)
+        texture += 0.8**octave * (_upsampling(height, rows) @ noise @ _upsampling(width, cols).T)
 
     ys = torch.arange(height, dtype=torch.float32).view(1, height, 1)
     xs = torch.arange(width, dtype=torch.float32).view(1, 1, width)
@@ -46,18 +45,28 @@ def procedural_texture(generator: torch.Generator, height: int, width: int) -> T
     u = torch.rand(BLOBS, 3, generator=generator)
     cy, cx = (u[:, 0] * height).view(-1, 1, 1), (u[:, 1] * width).view(-1, 1, 1)
     radius = (0.05 + 0.15 * u[:, 2]).view(-1, 1, 1) * side
-    blobs = torch.sigmoid(1.5 * (radius - torch.sqrt((ys - cy) ** 2 + (xs - cx) ** 2)))
-    texture += torch.einsum("nhw,nc->chw", blobs, 1.5 * torch.randn(BLOBS, 3, generator=generator))
+    # sigmoid of (r^2 - d^2) / 2r: an edge about 1.5 px wide at distance r, without a square root
+    blobs = torch.sigmoid((radius**2 - (ys - cy) ** 2 - (xs - cx) ** 2) * (0.75 / radius))
+    colours = 1.5 * torch.randn(3, BLOBS, generator=generator)
+    texture += (colours @ blobs.view(BLOBS, -1)).view(3, height, width)
 
     angle, period, phase = (torch.rand(3, generator=generator) * torch.tensor([math.pi, 14.0, 2 * math.pi])).tolist()
     along = xs * math.cos(angle) + ys * math.sin(angle)
     stripes = torch.tanh(2.0 * torch.sin(2 * math.pi * along / (6.0 + period) + phase))
     texture += stripes * torch.randn(3, 1, 1, generator=generator)
 
-    mean = texture.mean(dim=(1, 2), keepdim=True)
-    std = texture.std(dim=(1, 2), keepdim=True) + 1e-6
+    texture -= texture.mean(dim=(1, 2), keepdim=True)
+    std = texture.square().mean(dim=(1, 2), keepdim=True).sqrt_()
     tint = torch.rand(3, 1, 1, generator=generator) - 0.5
-    return torch.sigmoid(1.5 * (texture - mean) / std + tint)
+    return torch.sigmoid(texture * (1.5 / (std + 1e-6)) + tint)
+
+
+@functools.lru_cache(maxsize=1024)
+def _upsampling(out_size: int, in_size: int) -> Tensor:
+    """Matrix ``(out_size, in_size)`` of 1-D bicubic interpolation (align_corners=True): a separable
+    upsampling ``U_h @ x @ U_w.T`` costs two small matmuls instead of an ``F.interpolate`` call."""
+    eye = torch.eye(in_size).view(1, 1, in_size, in_size)
+    return F.interpolate(eye, size=(out_size, in_size), mode="bicubic", align_corners=True)[0, 0]
 
 
 class ImageTextures:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import os
 from dataclasses import dataclass
 from pathlib import Path
 

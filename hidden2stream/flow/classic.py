@@ -39,7 +39,8 @@ def _gray_uint8(frame: Tensor) -> np.ndarray:
 def classic_flow(method: str, frame0: Tensor, frame1: Tensor) -> Tensor:
     """Forward flow frame0 -> frame1 as a float32 tensor ``(2, H, W)`` in pixels (u, v)."""
     if method not in CLASSIC_METHODS:
-        raise UserError(f"unknown classic flow method {method!r}; choose one of {', '.join(CLASSIC_METHODS)}")
+        choices = ", ".join(CLASSIC_METHODS)
+        raise UserError(f"unknown classic flow method {method!r}; choose one of {choices}")
     prev, nxt = _gray_uint8(frame0), _gray_uint8(frame1)
     if method == "tvl1":
         flow = _tvl1().calc(prev, nxt, None)
@@ -53,5 +54,6 @@ def classic_flow(method: str, frame0: Tensor, frame1: Tensor) -> Tensor:
 def classic_flow_sequence(method: str, frames: Tensor) -> Tensor:
     """Flows between consecutive frames: ``(T+1, 3, H, W)`` -> ``(T, 2, H, W)``."""
     if frames.ndim != 4 or frames.shape[0] < 2:
-        raise UserError(f"frames must have shape (T+1, 3, H, W) with T >= 1, got {tuple(frames.shape)}")
-    return torch.stack([classic_flow(method, frames[t], frames[t + 1]) for t in range(frames.shape[0] - 1)])
+        raise UserError(f"frames must have shape (T+1, 3, H, W), T >= 1, got {tuple(frames.shape)}")
+    pairs = zip(frames[:-1], frames[1:])
+    return torch.stack([classic_flow(method, prev, nxt) for prev, nxt in pairs])

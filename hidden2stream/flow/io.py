@@ -25,14 +25,16 @@ def read_flo(path: str | Path) -> Tensor:
     width, height = (int(v) for v in np.frombuffer(data, np.int32, 2, offset=4))
     expected = 12 + 4 * 2 * width * height
     if width <= 0 or height <= 0 or len(data) < expected:
-        raise UserError(f"{path} is truncated: header says {width}x{height}, file has {len(data)} bytes")
+        raise UserError(f"{path} is truncated: header says {width}x{height}, has {len(data)} bytes")
     flow = np.frombuffer(data, np.float32, 2 * width * height, offset=12).reshape(height, width, 2)
     return torch.from_numpy(flow.transpose(2, 0, 1).copy())
 
 
 def write_flo(path: str | Path, flow: Tensor | np.ndarray) -> None:
     """Write a flow ``(2, H, W)`` (tensor or array) as a ``.flo`` file, creating parent folders."""
-    array = flow.detach().cpu().float().numpy() if isinstance(flow, Tensor) else np.asarray(flow, np.float32)
+    if isinstance(flow, Tensor):
+        flow = flow.detach().cpu().float().numpy()
+    array = np.asarray(flow, np.float32)
     if array.ndim != 3 or array.shape[0] != 2:
         raise UserError(f"flow to write to {path} must have shape (2, H, W), got {array.shape}")
     path = Path(path)

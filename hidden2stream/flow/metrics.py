@@ -54,4 +54,5 @@ def warped_ssim(frame0: Tensor, frame1: Tensor, flow: Tensor) -> Tensor:
     warped = torch.where(valid > 0, warped, frame0.to(warped.dtype))
     side = min(frame0.shape[-2:])
     win_size = min(11, side if side % 2 else side - 1)
-    return ssim(frame0.float(), warped.float(), data_range=1.0, win_size=max(win_size, 1))
+    with torch.autocast(frame0.device.type, enabled=False):
+        return ssim(frame0.float(), warped.float(), data_range=1.0, win_size=win_size)

@@ -13,7 +13,10 @@ from torch import Tensor
 
 
 def pixel_grid(
-    height: int, width: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    height: int,
+    width: int,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Tensor:
     """Pixel coordinates ``(2, H, W)``: channel 0 = x (column), channel 1 = y (row)."""
     grid = create_meshgrid(height, width, normalized_coordinates=False, device=device, dtype=dtype)
@@ -29,19 +32,28 @@ def backward_warp(image: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
 
     Returns:
         ``warped (N, C, H, W)``, which reconstructs frame t when ``image`` is frame t+1, and
-        ``valid (N, 1, H, W)`` in the flow's dtype: 1 where the sample point lies inside
-        ``[0, W-1] x [0, H-1]``, else 0. The grid is computed in the flow's dtype and the image is
-        cast to it, so the function works in any precision (and under autocast).
+        ``valid (N, 1, H, W)``: 1 where the sample point lies inside ``[0, W-1] x [0, H-1]``,
+        else 0. Both are in the flow's dtype promoted to at least float32 (half-precision grids
+        cannot address pixels beyond 256 exactly); the image is cast to it, so any input precision
+        works, under autocast too.
     """
     if image.ndim != 4 or flow.ndim != 4 or flow.shape[1] != 2:
-        raise ValueError(f"expected image (N,C,H,W) and flow (N,2,H,W), got {tuple(image.shape)} and {tuple(flow.shape)}")
+        raise ValueError(
+            "expected image (N,C,H,W) and flow (N,2,H,W), "
+            f"got {tuple(image.shape)} and {tuple(flow.shape)}"
+        )
     if image.shape[0] != flow.shape[0] or image.shape[-2:] != flow.shape[-2:]:
-        raise ValueError(f"image {tuple(image.shape)} and flow {tuple(flow.shape)} differ in batch or size")
+        raise ValueError(f"image {tuple(image.shape)} and flow {tuple(flow.shape)} differ in size")
     _, _, height, width = flow.shape
+    flow = flow.to(torch.promote_types(flow.dtype, torch.float32))
     coords = pixel_grid(height, width, device=flow.device, dtype=flow.dtype).unsqueeze(0) + flow
     x, y = coords[:, 0], coords[:, 1]
     valid = (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
     # align_corners=True: pixel 0 -> -1 and pixel W-1 -> +1.
-    grid = torch.stack((2.0 * x / max(width - 1, 1) - 1.0, 2.0 * y / max(height - 1, 1) - 1.0), dim=-1)
-    warped = F.grid_sample(image.to(flow.dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    grid_x = 2.0 * x / max(width - 1, 1) - 1.0
+    grid_y = 2.0 * y / max(height - 1, 1) - 1.0
+    grid = torch.stack((grid_x, grid_y), dim=-1)
+    warped = F.grid_sample(
+        image.to(flow.dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=True
+    )
     return warped, valid.unsqueeze(1).to(flow.dtype)

@@ -33,7 +33,8 @@ class MotionLossConfig:
     - ``smooth_weight``/``smooth_alpha``: weight and exponent of the smoothness term (paper: 0.3).
     - ``ssim_weights``: weight of the SSIM term per level; ``scale_weights``: factor on the
       photometric and smoothness terms per level.
-    - ``eps``: Charbonnier epsilon; ``border``: fraction of each side ignored by the photometric term.
+    - ``eps``: Charbonnier epsilon; ``border``: fraction of each side that the photometric term
+      ignores.
     - ``occlusion`` (beyond the paper): mask occluded pixels out of the photometric and SSIM terms
       by forward-backward consistency; needs backward flows, ignored without them.
     - ``edge_weight`` (beyond the paper): > 0 makes smoothness edge-aware, letting the flow change
@@ -103,6 +104,12 @@ def _direction_terms(
     return photometric, ssim_loss(frame0, warped, valid)
 
 
+def _smoothness(flow: Tensor, image: Tensor, config: MotionLossConfig) -> Tensor:
+    """Smoothness of ``flow``, edge-aware on ``image`` when ``config.edge_weight > 0``."""
+    edge_image = image if config.edge_weight > 0 else None
+    return smoothness_loss(flow, config.smooth_alpha, config.eps, edge_image, config.edge_weight)
+
+
 def multiscale_motion_loss(
     frames: Tensor,
     pyramid: list[Tensor],
@@ -125,30 +132,32 @@ def multiscale_motion_loss(
         ``"ssim"`` over levels (0-dim tensors, attached to the graph).
     """
     if frames.ndim != 5 or not pyramid:
-        raise UserError(f"expected frames (B, T+1, 3, H, W) and a non-empty pyramid, got {tuple(frames.shape)}")
+        raise UserError(f"expected frames (B, T+1, 3, H, W) and levels, got {tuple(frames.shape)}")
     batch, steps = frames.shape[0], frames.shape[1] - 1
     use_backward = config.occlusion and backward_pyramid is not None
     if use_backward and len(backward_pyramid) != len(pyramid):
-        raise UserError(f"backward pyramid has {len(backward_pyramid)} levels, forward has {len(pyramid)}")
+        raise UserError(f"backward pyramid has {len(backward_pyramid)} levels, not {len(pyramid)}")
     ssim_weights = _level_weights(config.ssim_weights, len(pyramid), "ssim_weights")
     scale_weights = _level_weights(config.scale_weights, len(pyramid), "scale_weights")
-    flat_frames = frames.flatten(0, 1)
+    flat_frames = frames.float().flatten(0, 1)
     terms: dict[str, Tensor] = {}
     for level, flow in enumerate(pyramid):
         if flow.shape[:3] != (batch, steps, 2):
-            raise UserError(f"pyramid level {level} has shape {tuple(flow.shape)}, expected ({batch}, {steps}, 2, h, w)")
+            expected = f"({batch}, {steps}, 2, h, w)"
+            raise UserError(f"pyramid level {level} has shape {tuple(flow.shape)}, not {expected}")
         height, width = flow.shape[-2:]
         level_frames = flat_frames
         if (height, width) != tuple(frames.shape[-2:]):
-            level_frames = F.interpolate(flat_frames, size=(height, width), mode="bilinear", antialias=True)
+            level_frames = F.interpolate(
+                flat_frames, size=(height, width), mode="bilinear", antialias=True
+            )
         level_frames = level_frames.view(batch, steps + 1, -1, height, width)
         frame0 = level_frames[:, :-1].flatten(0, 1)
         frame1 = level_frames[:, 1:].flatten(0, 1)
-        forward = flow.flatten(0, 1)
-        edge_image = frame0 if config.edge_weight > 0 else None
-        smooth = smoothness_loss(forward, config.smooth_alpha, config.eps, edge_image, config.edge_weight)
+        forward = flow.float().flatten(0, 1)  # losses in float32, also under autocast
+        smooth = _smoothness(forward, frame0, config)
         if use_backward:
-            backward = backward_pyramid[level].flatten(0, 1)
+            backward = backward_pyramid[level].float().flatten(0, 1)
             photo_fw, ssim_fw = _direction_terms(
                 frame0, frame1, forward, forward_backward_occlusion(forward, backward), config
             )
@@ -156,9 +165,7 @@ def multiscale_motion_loss(
                 frame1, frame0, backward, forward_backward_occlusion(backward, forward), config
             )
             photometric, ssim_term = (photo_fw + photo_bw) / 2, (ssim_fw + ssim_bw) / 2
-            edge_image = frame1 if config.edge_weight > 0 else None
-            smooth_bw = smoothness_loss(backward, config.smooth_alpha, config.eps, edge_image, config.edge_weight)
-            smooth = (smooth + smooth_bw) / 2
+            smooth = (smooth + _smoothness(backward, frame1, config)) / 2
         else:
             photometric, ssim_term = _direction_terms(frame0, frame1, forward, None, config)
         level_terms = {

@@ -20,5 +20,5 @@ def forward_backward_occlusion(
     """
     bw_at_target, _ = backward_warp(flow_bw, flow_fw)
     mismatch = (flow_fw + bw_at_target).pow(2).sum(dim=1, keepdim=True)
-    bound = alpha1 * (flow_fw.pow(2).sum(dim=1, keepdim=True) + bw_at_target.pow(2).sum(dim=1, keepdim=True))
-    return (mismatch < bound + alpha2).to(flow_fw.dtype)
+    lengths = flow_fw.pow(2).sum(dim=1, keepdim=True) + bw_at_target.pow(2).sum(dim=1, keepdim=True)
+    return (mismatch < alpha1 * lengths + alpha2).to(flow_fw.dtype)

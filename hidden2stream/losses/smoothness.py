@@ -29,7 +29,8 @@ def smoothness_loss(
     if image is not None and edge_weight > 0:
         if image.shape[0] != flow.shape[0] or image.shape[-2:] != flow.shape[-2:]:
             raise ValueError(f"image {tuple(image.shape)} does not match flow {tuple(flow.shape)}")
-        gradient = spatial_gradient(image.to(flow.dtype)).abs().mean(dim=1)  # (N, 2, H, W): d/dx, d/dy
+        # (N, 2, H, W): channel-mean |dI/dx|, |dI/dy|
+        gradient = spatial_gradient(image.to(flow.dtype)).abs().mean(dim=1)
         penalty_x = penalty_x * torch.exp(-edge_weight * gradient[:, :1, :, :-1])
         penalty_y = penalty_y * torch.exp(-edge_weight * gradient[:, 1:, :-1, :])
     return penalty_x.mean() + penalty_y.mean()

@@ -15,7 +15,7 @@ def ssim_loss(frame0: Tensor, warped: Tensor, valid: Tensor | None = None) -> Te
     The Gaussian window is 7 (not the paper's 8, see ``SSIM_WINDOW``), shrunk to the largest odd
     size that fits coarse pyramid levels; below 3 pixels the loss is 0. Where ``valid (N, 1, H, W)``
     is 0 the warped values are replaced by frame0's, so out-of-frame pixels are not errors.
-    SSIM is computed in float32 for accuracy under autocast. Identical images give 0.
+    SSIM is computed in float32, with autocast off, for accuracy. Identical images give 0.
     """
     side = min(frame0.shape[-2:])
     if side < 3:
@@ -23,4 +23,5 @@ def ssim_loss(frame0: Tensor, warped: Tensor, valid: Tensor | None = None) -> Te
     if valid is not None:
         warped = torch.where(valid > 0, warped, frame0.to(warped.dtype))
     win_size = min(SSIM_WINDOW, side if side % 2 else side - 1)
-    return 1.0 - ssim(frame0.float(), warped.float(), data_range=1.0, win_size=win_size)
+    with torch.autocast(frame0.device.type, enabled=False):
+        return 1.0 - ssim(frame0.float(), warped.float(), data_range=1.0, win_size=win_size)

@@ -7,7 +7,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 
 def forward_flops(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, ...]) -> int:
-    """FLOPs of one inference forward of ``model`` on ``example_input`` (a tensor or a tuple of args).
+    """FLOPs of one inference forward of ``model`` on ``example_input`` (tensor or tuple of args).
 
     Counts matmuls/convolutions as 2 FLOPs per multiply-add (``FlopCounterMode``); the model runs in
     eval mode under ``no_grad`` and its training mode is restored afterwards.

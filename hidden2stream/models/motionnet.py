@@ -73,7 +73,7 @@ def _conv(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential
 
 
 def _bilinear_kernel(size: int) -> torch.Tensor:
-    """``(size, size)`` kernel that makes a stride ``size // 2`` transposed conv a bilinear upsampler."""
+    """``(size, size)`` kernel making a stride ``size // 2`` transposed conv bilinear upsampling."""
     factor = (size + 1) // 2
     centre = factor - 1 if size % 2 == 1 else factor - 0.5
     taps = 1 - (torch.arange(size, dtype=torch.float32) - centre).abs() / factor
@@ -81,14 +81,16 @@ def _bilinear_kernel(size: int) -> torch.Tensor:
 
 
 class _DecoderLevel(nn.Module):
-    """One refinement level: (coarser features, coarser raw flow, encoder skip) -> (features, raw flow).
+    """A refinement level: (coarser features, coarser raw flow, skip) -> (features, raw flow).
 
     The coarser features pass a 4x4 stride-2 deconv (+LeakyReLU); the coarser flow a learned 4x4
     stride-2 upsampling (initialised to bilinear); both are concatenated with the skip, fused by a
     3x3 conv (+LeakyReLU), and a 3x3 conv predicts the raw flow (2T channels).
     """
 
-    def __init__(self, in_channels: int, skip_channels: int, width: int, flow_channels: int) -> None:
+    def __init__(
+        self, in_channels: int, skip_channels: int, width: int, flow_channels: int
+    ) -> None:
         super().__init__()
         self.deconv = nn.Sequential(
             nn.ConvTranspose2d(in_channels, width, 4, stride=2, padding=1),
@@ -136,7 +138,7 @@ class MotionNet(nn.Module):
         return self.config.widths[-1]
 
     def _init_weights(self) -> None:
-        """Kaiming (LeakyReLU 0.1) for convs, bilinear flow upsampling, near-zero flow predictions."""
+        """Kaiming (LeakyReLU 0.1) convs, bilinear flow upsampling, near-zero flow predictions."""
         gain = nn.init.calculate_gain("leaky_relu", NEGATIVE_SLOPE)
         for module in self.modules():
             if isinstance(module, nn.ConvTranspose2d):
@@ -163,7 +165,8 @@ class MotionNet(nn.Module):
     def _check(self, frames: torch.Tensor) -> None:
         if frames.ndim != 5 or frames.shape[1] != self.config.frames or frames.shape[2] != 3:
             raise UserError(
-                f"MotionNet expects frames (B, {self.config.frames}, 3, H, W), got {tuple(frames.shape)}"
+                f"MotionNet expects frames (B, {self.config.frames}, 3, H, W), "
+                f"got {tuple(frames.shape)}"
             )
 
     def encode(self, frames: torch.Tensor) -> list[torch.Tensor]:
@@ -234,7 +237,9 @@ def motionnet(frames: int = 11) -> MotionNet:
 def motionnet_tiny(frames: int = 11) -> MotionNet:
     """A small MotionNet for CPU training and tests; same topology, narrower layers."""
     return MotionNet(
-        MotionNetConfig(frames=frames, widths=(16, 32, 48, 64, 96, 128), decoder_widths=(64, 48, 32, 16))
+        MotionNetConfig(
+            frames=frames, widths=(16, 32, 48, 64, 96, 128), decoder_widths=(64, 48, 32, 16)
+        )
     )
 
 

@@ -1,0 +1,161 @@
+"""The command-line scripts end to end on tiny settings, their one-line errors, and exact resume."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import pytest
+import torch
+
+from hidden2stream.data.synthetic_actions import SyntheticActionDataset
+from hidden2stream.flow.io import read_flo
+from hidden2stream.train.checkpoint import load_checkpoint
+
+REPO = Path(__file__).resolve().parent.parent
+EXPERIMENTS = REPO / "experiments"
+MOTION = ["--frames", "3", "--size", "32", "--device", "cpu", "--workers", "0", "--eval-items", "2",
+          "--train-items", "64", "--warmup", "2"]
+JOINT = ["--frames", "3", "--size", "32", "--segments", "2", "--device", "cpu", "--workers", "0",
+         "--train-items", "48", "--test-items", "12", "--batch-size", "4", "--warmup", "2",
+         "--appearances", "2", "--motions", "2"]
+
+
+def script(name: str):
+    spec = importlib.util.spec_from_file_location(f"experiments_{name}", EXPERIMENTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+    return module
+
+
+@pytest.fixture(scope="module")
+def motion_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("motion")
+    report = script("pretrain_motion").main(["--out", str(out), "--steps", "6", *MOTION])
+    assert set(report["synthetic"]) >= {"epe", "fl_all", "zero_epe", "zero_fl_all"}
+    assert report["tvl1"]["epe"] > 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def joint_run(tmp_path_factory, motion_run) -> Path:
+    out = tmp_path_factory.mktemp("joint")
+    summary = script("train_two_stream").main(
+        ["--out", str(out), "--steps", "4", "--motion-checkpoint", str(motion_run / "checkpoint.pt"), *JOINT])
+    assert set(summary["video_top1"]) >= {"spatial", "temporal", "fused", "late"}
+    return out
+
+
+def test_pretraining_writes_checkpoint_report_and_pictures(motion_run):
+    report = json.loads((motion_run / "eval.json").read_text())
+    assert report["steps"] == 6
+    assert (motion_run / "flow_synthetic.png").stat().st_size > 0
+    assert load_checkpoint(motion_run / "checkpoint.pt", kind="motionnet")["step"] == 6
+
+
+def test_pretraining_on_videos_reports_photometric_error(tmp_path, clips_dir):
+    report = script("pretrain_motion").main(["--out", str(tmp_path), "--steps", "2", "--videos",
+                                             str(clips_dir), "--no-tvl1", *MOTION])
+    assert report["clips"]["pairs"] > 0
+    assert 0 < report["clips"]["zero_photometric_l1"] < 1
+
+
+def test_flow_command_on_a_frame_pair(tmp_path, motion_run, frame_pairs_dir):
+    count = script("flow").main(["--checkpoint", str(motion_run / "checkpoint.pt"), "--pair",
+                                 str(frame_pairs_dir / "rubberwhale1.png"),
+                                 str(frame_pairs_dir / "rubberwhale2.png"), "--out", str(tmp_path),
+                                 "--size", "64x96", "--device", "cpu"])
+    assert count == 1
+    assert read_flo(tmp_path / "flow_00000.flo").shape == (2, 64, 96)
+    assert (tmp_path / "flow_00000.png").exists()
+
+
+def test_flow_command_on_a_video(tmp_path, motion_run, clips_dir):
+    count = script("flow").main(["--checkpoint", str(motion_run / "checkpoint.pt"), "--video",
+                                 str(clips_dir / "carphone.mp4"), "--out", str(tmp_path), "--size", "32",
+                                 "--max-flows", "5", "--no-png", "--device", "cpu"])
+    assert count == 5
+    assert sorted(p.name for p in tmp_path.glob("*.flo"))[-1] == "flow_00004.flo"
+
+
+def test_joint_training_evaluates_every_head(joint_run):
+    summary = json.loads((joint_run / "eval.json").read_text())
+    assert summary["num_classes"] == 4
+    assert all(0.0 <= v <= 1.0 for v in summary["video_top1"].values())
+    assert (joint_run / "confusion.png").exists() and (joint_run / "flow_test_clips.png").exists()
+
+
+def test_predict_prints_top_classes_and_writes_flow_video(tmp_path, joint_run, clips_dir, capsys):
+    ranked = script("predict").main(["--checkpoint", str(joint_run / "checkpoint.pt"), "--video",
+                                     str(clips_dir / "carphone.mp4"), "--device", "cpu", "--views", "2",
+                                     "--write-video", str(tmp_path / "flow.mp4"), "--max-frames", "9"])
+    assert len(ranked) == 4 and sum(score for _, score in ranked) == pytest.approx(1.0, abs=1e-4)
+    assert "top-4" in capsys.readouterr().out
+    with av.open(str(tmp_path / "flow.mp4")) as container:
+        frames = list(container.decode(video=0))
+    assert len(frames) == 8 and frames[0].width == 64  # frame beside its flow
+
+
+def test_resumed_joint_training_ends_with_the_same_weights(tmp_path, monkeypatch):
+    train_two_stream = script("train_two_stream")
+    args = [*JOINT, "--steps", "6", "--checkpoint-every", "2", "--no-eval"]
+    train_two_stream.main(["--out", str(tmp_path / "full"), *args])
+
+    original = SyntheticActionDataset.__getitem__
+    calls = {"n": 0}
+
+    def interrupted(self, index):
+        calls["n"] += 1
+        if calls["n"] == 4 * 4 + 1:  # first item of step 5, after the checkpoint at step 4
+            raise KeyboardInterrupt
+        return original(self, index)
+
+    monkeypatch.setattr(SyntheticActionDataset, "__getitem__", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_two_stream.main(["--out", str(tmp_path / "cut"), *args])
+    monkeypatch.setattr(SyntheticActionDataset, "__getitem__", original)
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["step"] == 4
+    train_two_stream.main(["--out", str(tmp_path / "cut"), *args, "--resume"])
+    full = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["model"]
+    cut = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["model"]
+    assert full.keys() == cut.keys()
+    for key in full:
+        assert torch.equal(full[key], cut[key]), key
+
+
+def test_frozen_motionnet_stays_fixed(tmp_path, motion_run):
+    pretrained = motion_run / "checkpoint.pt"
+    script("train_two_stream").main(["--out", str(tmp_path), *JOINT, "--steps", "2", "--freeze-motion",
+                                     "--motion-checkpoint", str(pretrained), "--no-eval"])
+    before = load_checkpoint(pretrained)["model"]
+    after = load_checkpoint(tmp_path / "checkpoint.pt")["model"]
+    motion = {k.split("motionnet.", 1)[1]: v for k, v in after.items() if "motionnet." in k}
+    assert motion.keys() == before.keys()
+    assert all(torch.equal(before[k], motion[k]) for k in before)
+
+
+@pytest.mark.parametrize("name, args, message", [
+    ("pretrain_motion", ["--frames", "2"], "T >= 2"),
+    ("pretrain_motion", ["--videos", "/no/such/folder"], "does not exist"),
+    ("pretrain_motion", ["--size", "50"], "multiples of 8"),
+    ("pretrain_motion", ["--batch-size", "6", "--accumulation", "4", "--steps", "1"], "not divisible"),
+    ("train_two_stream", ["--fusion", "nope"], "invalid choice"),
+    ("train_two_stream", ["--dataset", "ucf101"], "--video-root"),
+    ("flow", ["--checkpoint", "/no/such.pt", "--pair", "a.png", "b.png"], "does not exist"),
+    ("predict", ["--checkpoint", __file__, "--video", __file__], "cannot be read"),
+])
+def test_bad_arguments_give_one_line(tmp_path, name, args, message):
+    result = subprocess.run([sys.executable, str(EXPERIMENTS / f"{name}.py"), *args, "--out", str(tmp_path / "o")]
+                            if name not in ("flow", "predict") else
+                            [sys.executable, str(EXPERIMENTS / f"{name}.py"), *args],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
