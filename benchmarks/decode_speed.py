@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import statistics
 import sys
@@ -26,6 +24,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
+from benchmarks.common import machine_info, machine_line
 from hidden2stream.data.frame_cache import extract_frames, read_cached_frames
 from hidden2stream.data.video import probe_video, read_frames, scaled_size
 from hidden2stream.errors import UserError, VideoError
@@ -65,7 +64,7 @@ def _markdown(result: dict) -> str:
     m = result["machine"]
     return (f"Decode speed, windows of {result['settings']['frames']} frames, shorter side "
             f"{result['settings']['size']}, median of {result['settings']['repeats']} repeats "
-            f"({m['processor'] or m['machine']}, {m['cores']} cores)\n\n" + "\n".join(rows) + "\n")
+            f"({machine_line(m)})\n\n" + "\n".join(rows) + "\n")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -115,8 +114,7 @@ def run(args: argparse.Namespace) -> dict:
     for mode in MODES:
         total[mode] = len(windows) / max(statistics.median(sum(rep) for rep in seconds[mode]), 1e-9)
     return {
-        "machine": {"processor": platform.processor(), "machine": platform.machine(),
-                    "platform": platform.platform(), "cores": os.cpu_count()},
+        "machine": machine_info(),
         "settings": {"clips": str(args.clips), "frames": args.frames, "size": args.size,
                      "windows": args.windows, "repeats": args.repeats, "seed": args.seed},
         "clips": rows,

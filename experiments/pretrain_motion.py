@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         runtime = runtime_from_args(args, rank, world_size, local_rank)
         train_set, held_out, clips = datasets(args)
+        torch.manual_seed(args.seed)  # same initial weights on every rank and every rerun
         model = build_motionnet(args.model, args.frames)
         optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
         config = TrainConfig(out_dir=args.out, steps=args.steps, batch_size=args.batch_size,

@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         runtime = runtime_from_args(args, rank, world_size, local_rank)
         train_set, test_set, classes = datasets(args)
+        torch.manual_seed(args.seed)  # same initial weights on every rank and every rerun
         model = build_model(args, len(classes))
         streams = STREAM_CHOICES[args.streams]
         motion = PRESETS[args.motion_loss]()

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 EXPERIMENTS = REPO / "experiments"
 MOTION = ["--frames", "3", "--size", "32", "--device", "cpu", "--workers", "0", "--eval-items", "2",
           "--train-items", "64", "--warmup", "2"]
-JOINT = ["--frames", "3", "--size", "32", "--segments", "2", "--device", "cpu", "--workers", "0",
+JOINT = ["--frames", "3", "--size", "64", "--segments", "2", "--device", "cpu", "--workers", "0",
          "--train-items", "48", "--test-items", "12", "--batch-size", "4", "--warmup", "2",
          "--appearances", "2", "--motions", "2"]
 
@@ -100,7 +100,7 @@ def test_predict_prints_top_classes_and_writes_flow_video(tmp_path, joint_run, c
     assert "top-4" in capsys.readouterr().out
     with av.open(str(tmp_path / "flow.mp4")) as container:
         frames = list(container.decode(video=0))
-    assert len(frames) == 8 and frames[0].width == 64  # frame beside its flow
+    assert len(frames) == 8 and (frames[0].width, frames[0].height) == (128, 64)  # frame beside its flow
 
 
 def test_resumed_joint_training_ends_with_the_same_weights(tmp_path, monkeypatch):

@@ -196,3 +196,11 @@ def test_multiscale_loss_with_occlusion_and_edges():
     assert torch.isfinite(plain)
     with pytest.raises(UserError):
         multiscale_motion_loss(frames, pyramid_for(frames, 2.0, 0.0, 6), config)
+
+
+def test_smoothness_of_a_one_pixel_level_is_zero_not_nan():
+    flow = torch.randn(2, 2, 1, 3, requires_grad=True)
+    loss = smoothness_loss(flow)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert torch.isfinite(flow.grad).all()

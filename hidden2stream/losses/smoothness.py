@@ -21,6 +21,7 @@ def smoothness_loss(
     ``edge_weight > 0`` (edge-aware smoothness, beyond the paper) each difference is weighted by
     ``exp(-edge_weight * |dI|)``, where ``|dI|`` is the channel-mean absolute Sobel gradient of the
     image at the difference's first pixel, so flow may change where the image has edges.
+    A direction with a single pixel (no differences) contributes 0.
     """
     dx = flow[..., :, 1:] - flow[..., :, :-1]
     dy = flow[..., 1:, :] - flow[..., :-1, :]
@@ -33,4 +34,9 @@ def smoothness_loss(
         gradient = spatial_gradient(image.to(flow.dtype)).abs().mean(dim=1)
         penalty_x = penalty_x * torch.exp(-edge_weight * gradient[:, :1, :, :-1])
         penalty_y = penalty_y * torch.exp(-edge_weight * gradient[:, 1:, :-1, :])
-    return penalty_x.mean() + penalty_y.mean()
+    # a 1-pixel-wide level (the coarsest level of a small input) has no differences: no penalty
+    return _mean(penalty_x, flow) + _mean(penalty_y, flow)
+
+
+def _mean(penalty: Tensor, flow: Tensor) -> Tensor:
+    return penalty.mean() if penalty.numel() else flow.sum() * 0.0

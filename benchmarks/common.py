@@ -1,0 +1,76 @@
+"""Helpers shared by the benchmark scripts: machine description, timing, result files.
+
+Every benchmark names the machine it ran on, reports medians over repeats with warm-up excluded,
+and writes ``<name>.json`` + ``<name>.md`` into its ``--out`` folder.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (``platform.processor()`` where that is absent)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: torch.device | None = None) -> dict:
+    """CPU model, cores, torch threads, platform; GPU name and memory when ``device`` is CUDA."""
+    info = {"cpu": cpu_model(), "machine": platform.machine(), "platform": platform.platform(),
+            "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__}
+    if device is not None:
+        info["device"] = str(device)
+        if device.type == "cuda":
+            props = torch.cuda.get_device_properties(device)
+            info["gpu"] = props.name
+            info["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
+    return info
+
+
+def machine_line(info: dict) -> str:
+    """One line naming the machine, for the top of a Markdown report."""
+    line = f"{info['cpu']}, {info['cores']} cores, {info['torch_threads']} torch threads"
+    return f"{line}, GPU {info['gpu']}" if "gpu" in info else line
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work so that wall-clock timings include it (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds one call of ``fn`` takes, GPU work included."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def median(values: list[float]) -> float:
+    """Median of a non-empty list (the statistic every benchmark reports)."""
+    return float(statistics.median(values))
+
+
+def write_results(out: Path, name: str, result: dict, markdown: str) -> tuple[Path, Path]:
+    """Write ``out/name.json`` and ``out/name.md``; returns both paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / f"{name}.json", out / f"{name}.md"
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    md_path.write_text(markdown if markdown.endswith("\n") else markdown + "\n")
+    return json_path, md_path
