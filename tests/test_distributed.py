@@ -63,9 +63,9 @@ def _children(pid: int) -> list[int]:
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the worker processes")
 def test_killed_worker_is_restarted_and_resumes(tmp_path):
     out = tmp_path / "elastic"
-    steps = 300
+    steps = 60
     cmd = [*torchrun(2, "--max-restarts=1"), "--out", str(out), *TINY, "--steps", str(steps),
-           "--batch-size", "4", "--checkpoint-every", "10", "--resume"]
+           "--batch-size", "4", "--checkpoint-every", "5", "--resume"]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 240

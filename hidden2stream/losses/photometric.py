@@ -35,7 +35,9 @@ def photometric_loss(
     in the paper. Flow ``(N, 2, H, W)`` is the forward flow frame0 -> frame1 in pixels. The mean
     runs over pixels whose sample point is inside frame1, outside the ignored ``border`` fraction
     of each side (paper: 10%) and, when given, where ``mask (N, 1, H, W)`` is 1 (non-occluded).
-    An empty mask gives 0 rather than NaN.
+    The masked mean is taken per sample, then averaged over the batch, so the loss of a batch
+    split over several processes averages to the loss of the whole batch (DDP gives the same
+    result for any world size). An empty mask gives 0 rather than NaN.
     """
     warped, valid = backward_warp(frame1, flow)
     height, width = flow.shape[-2:]
@@ -43,4 +45,5 @@ def photometric_loss(
     if mask is not None:
         weight = weight * mask.to(weight.dtype)
     penalty = charbonnier(frame0 - warped, alpha, eps, beta)
-    return (penalty * weight).sum() / (weight.sum() * frame0.shape[1] + 1e-6)
+    per_sample = (penalty * weight).sum((1, 2, 3)) / (weight.sum((1, 2, 3)) * frame0.shape[1] + 1e-6)
+    return per_sample.mean()

@@ -25,8 +25,23 @@ def init_distributed() -> tuple[int, int, int]:
         backend = "nccl" if torch.cuda.is_available() and os.environ.get("H2S_BACKEND") != "gloo" else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+        dist.init_process_group(backend=backend, timeout=timedelta(minutes=30), rank=rank,
+                                world_size=world_size, store=_round_store(world_size))
     return rank, world_size, local_rank
+
+
+def _round_store(world_size: int) -> dist.Store | None:
+    """The rendezvous store, with keys private to this restart round of ``torchrun``.
+
+    After an elastic restart the agent's store still holds the previous round's addresses; without
+    a per-round prefix the new workers may connect to a dead worker's port. None = default env://.
+    """
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if restart is None or "MASTER_ADDR" not in os.environ:
+        return None
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+                          is_master=False, timeout=timedelta(minutes=5))
+    return dist.PrefixStore(f"hidden2stream/round{restart}", store)
 
 
 def shutdown_distributed() -> None:

@@ -1,0 +1,303 @@
+"""Flow speed: pairs/s of MotionNet (tiny, paper size) vs OpenCV TV-L1, Farneback, DIS on real clip frames.
+
+    python benchmarks/flow_speed.py [--clips DIR] [--sizes 224,native] [--pairs 2] [--batch 8]
+                                    [--repeats 5] [--models tiny,paper] [--device auto] [--compile]
+                                    [--peak-tflops T] [--out benchmarks/results]
+
+Every method gets the same frame pairs: ``--pairs`` consecutive pairs from the middle of each clip,
+at 224x224 (shorter side resized, centre crop) and at each clip's native size. MotionNet (a
+frames=2 model, random weights unless ``--checkpoint`` fits) runs the pairs of one clip in batches
+of ``--batch``; OpenCV runs pair by pair. Each repeat times every method on every clip in turn,
+after ``--warmup`` untimed passes; pairs/s is the pair count over the median repeat time. Also
+"what the user pays" for one 10-flow stack: TV-L1 on 11 frames vs one MotionNet forward of an
+11-frame window. On CUDA (bf16 autocast, channels_last by default) the achieved fraction of the
+GPU's dense bf16 peak is reported. Writes ``flow_speed.json`` and ``flow_speed.md`` to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
+
+from benchmarks.common import machine_info, machine_line, median, timed, write_results
+from hidden2stream.cli import OneLineParser, existing_dir, existing_path, non_negative_float, positive_int, run_cli
+from hidden2stream.data.clips import centre_crop
+from hidden2stream.data.video import probe_video, read_frames, scaled_size
+from hidden2stream.errors import UserError, VideoError
+from hidden2stream.evaluate import markdown_table
+from hidden2stream.flow.classic import CLASSIC_METHODS, classic_flow, classic_flow_sequence
+from hidden2stream.models.flops import forward_flops
+from hidden2stream.models.motionnet import MOTIONNETS, MotionNet, build_motionnet
+from hidden2stream.paths import shared_data
+from hidden2stream.pretrained import load_motionnet
+from hidden2stream.train.runtime import Runtime, add_runtime_args, evaluation, runtime_from_args
+
+# Dense bf16 tensor-core peaks (TFLOPS, no sparsity), matched against the CUDA device name in order.
+BF16_PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("H200", 989.0),
+                    ("GH200", 989.0), ("A100", 312.0))
+SQUARE = 224
+STACK_FRAMES = 11
+
+
+def sizes_arg(text: str) -> list[str]:
+    """argparse type: comma list of ``native`` and square sides (``224``)."""
+    sizes = [s.strip().lower() for s in text.split(",") if s.strip()]
+    for s in sizes:
+        if s != "native" and not (s.isdigit() and int(s) >= 32):
+            raise argparse.ArgumentTypeError(f"size {s!r} is neither 'native' nor a side >= 32")
+    if not sizes:
+        raise argparse.ArgumentTypeError("--sizes is empty")
+    return sizes
+
+
+def models_arg(text: str) -> list[str]:
+    """argparse type: comma list of MotionNet sizes (keys of ``MOTIONNETS``)."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [n for n in names if n not in MOTIONNETS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"models must be among {', '.join(sorted(MOTIONNETS))}, got {text!r}")
+    return names
+
+
+def methods_arg(text: str) -> list[str]:
+    """argparse type: comma list of OpenCV methods."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if any(n not in CLASSIC_METHODS for n in names):
+        raise argparse.ArgumentTypeError(f"methods must be among {', '.join(CLASSIC_METHODS)}, got {text!r}")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(description=__doc__.split("\n")[0])
+    p.add_argument("--clips", type=existing_dir, default=shared_data("clips"), help="folder of videos")
+    p.add_argument("--sizes", type=sizes_arg, default=["224", "native"],
+                   help="comma list: N (shorter side resized, NxN centre crop) and/or native")
+    p.add_argument("--pairs", type=positive_int, default=2, help="consecutive pairs per clip at square sizes")
+    p.add_argument("--native-pairs", type=positive_int, default=1, help="pairs per clip at native size")
+    p.add_argument("--batch", type=positive_int, default=8, help="MotionNet pairs per forward")
+    p.add_argument("--repeats", type=positive_int, default=5, help="timed repeats at square sizes (median)")
+    p.add_argument("--native-repeats", type=positive_int, default=3, help="timed repeats at native size")
+    p.add_argument("--warmup", type=int, default=1, help="untimed passes before the timed repeats")
+    p.add_argument("--models", type=models_arg, default=["tiny", "paper"], help="MotionNet sizes")
+    p.add_argument("--native-models", type=models_arg, default=["tiny"],
+                   help="MotionNet sizes timed at native size (paper size is slow on CPU)")
+    p.add_argument("--methods", type=methods_arg, default=list(CLASSIC_METHODS), help="OpenCV methods")
+    p.add_argument("--stack-size", type=int, default=SQUARE, help="side of the 11-frame stack comparison")
+    p.add_argument("--no-stack", action="store_true", help="skip the 11-frame stack comparison")
+    p.add_argument("--checkpoint", type=existing_path,
+                   help="MotionNet weights, used for the models of the same architecture and frames")
+    p.add_argument("--peak-tflops", type=non_negative_float,
+                   help="GPU dense bf16 peak (default: looked up from the device name)")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output folder")
+    add_runtime_args(p)
+    return p
+
+
+def load_clip_frames(folder: Path, size: str, count: int) -> list[tuple[str, torch.Tensor]]:
+    """``count`` consecutive frames ``(count, 3, H, W)`` from the middle of every readable clip."""
+    clips = []
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        try:
+            info = probe_video(path)
+            if info.num_frames < count:
+                raise VideoError(f"{path.name} holds {info.num_frames} frames, need {count}")
+            start = (info.num_frames - count) // 2
+            if size == "native":
+                frames = read_frames(path, start, count)
+            else:
+                side = int(size)
+                frames = read_frames(path, start, count, scaled_size(info.width, info.height, side))
+                frames = centre_crop(frames, (side, side)).contiguous()
+        except VideoError as exc:
+            print(f"skipping {path.name}: {exc}", file=sys.stderr)
+            continue
+        clips.append((path.name, frames))
+    if not clips:
+        raise UserError(f"no readable video with >= {count} frames in {folder}")
+    return clips
+
+
+def build_models(names: list[str], frames: int, runtime: Runtime, checkpoint: MotionNet | None) -> dict:
+    """MotionNets by name for ``frames``-frame windows, on the runtime's device, compiled if asked."""
+    models = {}
+    for name in names:
+        model = build_motionnet(name, frames)
+        if checkpoint is not None and checkpoint.config == model.config:
+            model.load_state_dict(checkpoint.state_dict())
+        model = runtime.prepare(model).eval()
+        models[name] = torch.compile(model) if runtime.compile else model
+    return models
+
+
+def motion_flow(model: torch.nn.Module, windows: torch.Tensor, batch: int, runtime: Runtime) -> None:
+    """Full-resolution flow of ``windows (N, T+1, 3, H, W)`` in batches, as a user runs MotionNet."""
+    with evaluation(model), runtime.autocast():
+        for chunk in windows.split(batch):
+            model(chunk, all_scales=False)
+
+
+def classic_pairs(method: str, frames: torch.Tensor) -> None:
+    """OpenCV flow of every consecutive pair of ``frames (P+1, 3, H, W)``."""
+    for i in range(frames.shape[0] - 1):
+        classic_flow(method, frames[i], frames[i + 1])
+
+
+def time_size(clips: list[tuple[str, torch.Tensor]], models: dict, methods: list[str], args: argparse.Namespace,
+              runtime: Runtime, repeats: int, label: str) -> dict:
+    """Time every method on every clip, ``args.warmup`` untimed passes then ``repeats`` timed ones."""
+    names = [f"motionnet-{m}" for m in models] + list(methods)
+    windows = [f.unfold(0, 2, 1).permute(0, 4, 1, 2, 3).contiguous().to(runtime.device) for _, f in clips]
+    seconds = {n: [[0.0] * len(clips) for _ in range(repeats)] for n in names}
+    passes = args.warmup + repeats
+    with tqdm(total=passes * len(clips) * len(names), desc=f"flow speed {label}", unit="run", disable=None) as bar:
+        for rep in range(passes):
+            for c, (_, frames) in enumerate(clips):
+                for name in names:
+                    if name.startswith("motionnet-"):
+                        model = models[name.removeprefix("motionnet-")]
+                        elapsed = timed(lambda: motion_flow(model, windows[c], args.batch, runtime), runtime.device)
+                    else:
+                        elapsed = timed(lambda: classic_pairs(name, frames), runtime.device)
+                    if rep >= args.warmup:
+                        seconds[name][rep - args.warmup][c] = elapsed
+                    bar.update()
+    pairs = [f.shape[0] - 1 for _, f in clips]
+    per_clip = [{"clip": clip, "size": f"{f.shape[-1]}x{f.shape[-2]}", "pairs": n,
+                 **{name: n / median([rep[c] for rep in seconds[name]]) for name in names}}
+                for c, ((clip, f), n) in enumerate(zip(clips, pairs))]
+    total = {name: sum(pairs) / median([sum(rep) for rep in seconds[name]]) for name in names}
+    return {"pairs": sum(pairs), "repeats": repeats, "pairs_per_s": total, "ratios": ratios(total),
+            "clips": per_clip}
+
+
+def ratios(rate: dict[str, float]) -> dict[str, float]:
+    """Speed ratios (pairs/s over pairs/s) of MotionNet to the OpenCV methods, where both were timed."""
+    wanted = {"tiny/tvl1": ("motionnet-tiny", "tvl1"), "tiny/dis": ("motionnet-tiny", "dis"),
+              "tiny/farneback": ("motionnet-tiny", "farneback"), "paper/tvl1": ("motionnet-paper", "tvl1"),
+              "paper/dis": ("motionnet-paper", "dis")}
+    return {k: rate[a] / rate[b] for k, (a, b) in wanted.items() if a in rate and b in rate}
+
+
+def time_stack(frames: torch.Tensor, models: dict, args: argparse.Namespace, runtime: Runtime) -> dict:
+    """Seconds for one 10-flow stack: TV-L1 on 11 frames vs one MotionNet forward of the window."""
+    window = frames[None].to(runtime.device)
+    runs = {"tvl1": lambda: classic_flow_sequence("tvl1", frames)}
+    runs.update({f"motionnet-{n}": (lambda m=m: motion_flow(m, window, 1, runtime)) for n, m in models.items()})
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    passes = args.warmup + args.repeats
+    for rep in tqdm(range(passes), desc="flow stack", disable=None):
+        for name, fn in runs.items():
+            elapsed = timed(fn, runtime.device)
+            if rep >= args.warmup:
+                seconds[name].append(elapsed)
+    result = {f"{name}_s": median(s) for name, s in seconds.items()}
+    for name in models:
+        result[f"tvl1/{name}"] = result["tvl1_s"] / result[f"motionnet-{name}_s"]
+    return {"frames": frames.shape[0], "size": f"{frames.shape[-1]}x{frames.shape[-2]}", **result}
+
+
+def peak_tflops(runtime: Runtime, option: float | None) -> float | None:
+    """The dense bf16 peak: ``--peak-tflops`` or looked up from the CUDA device name (None if unknown)."""
+    if option:
+        return option
+    if runtime.device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(runtime.device)
+    return next((tflops for key, tflops in BF16_PEAK_TFLOPS if key in name), None)
+
+
+def compute_use(models: dict, rate: dict[str, float], side: int, runtime: Runtime, peak: float | None) -> dict:
+    """FLOPs per pair at ``side`` x ``side``, achieved TFLOPS and fraction of the bf16 peak (CUDA only)."""
+    out = {}
+    example = torch.rand(1, 2, 3, side, side, device=runtime.device)
+    for name, model in models.items():
+        flops = forward_flops(getattr(model, "_orig_mod", model), example)
+        achieved = flops * rate[f"motionnet-{name}"] / 1e12
+        fraction = achieved / peak if peak and runtime.device.type == "cuda" and runtime.amp == "bf16" else None
+        out[name] = {"gflops_per_pair": flops / 1e9, "achieved_tflops": achieved, "peak_fraction": fraction}
+    return out
+
+
+def run(args: argparse.Namespace) -> dict:
+    runtime = runtime_from_args(args)
+    checkpoint = load_motionnet(args.checkpoint) if args.checkpoint else None
+    pair_models = build_models(args.models, 2, runtime, checkpoint)
+    result: dict = {"machine": machine_info(runtime.device),
+                    "settings": {"clips": str(args.clips), "sizes": args.sizes, "pairs": args.pairs,
+                                 "native_pairs": args.native_pairs, "batch": args.batch,
+                                 "repeats": args.repeats, "native_repeats": args.native_repeats,
+                                 "warmup": args.warmup, "models": args.models,
+                                 "native_models": args.native_models, "methods": args.methods,
+                                 "amp": runtime.amp, "channels_last": runtime.channels_last,
+                                 "compile": runtime.compile,
+                                 "weights": str(args.checkpoint) if args.checkpoint else "random"},
+                    "sizes": {}}
+    for size in args.sizes:
+        native = size == "native"
+        clips = load_clip_frames(args.clips, size, (args.native_pairs if native else args.pairs) + 1)
+        models = {n: m for n, m in pair_models.items() if not native or n in args.native_models}
+        if native and not models:
+            models = build_models(args.native_models, 2, runtime, checkpoint)
+        result["sizes"][size] = time_size(clips, models, args.methods, args, runtime,
+                                          args.native_repeats if native else args.repeats, size)
+    square = next((int(size) for size in args.sizes if size != "native"), None)
+    if square is not None:
+        peak = peak_tflops(runtime, args.peak_tflops)
+        result["compute"] = {"size": square, "peak_tflops": peak,
+                             "models": compute_use(pair_models, result["sizes"][str(square)]["pairs_per_s"],
+                                                   square, runtime, peak)}
+    if not args.no_stack:
+        name, frames = load_clip_frames(args.clips, str(args.stack_size), STACK_FRAMES)[0]
+        stack_models = build_models(args.models, STACK_FRAMES, runtime, checkpoint)
+        result["stack"] = {"clip": name, **time_stack(frames, stack_models, args, runtime)}
+    return result
+
+
+def markdown(result: dict) -> str:
+    """The report: pairs/s per method and size, speed ratios, the stack comparison, GPU use."""
+    s = result["settings"]
+    lines = [f"# Flow speed ({machine_line(result['machine'])}, device {result['machine']['device']}, "
+             f"amp {s['amp']}, MotionNet batch {s['batch']}, weights {s['weights']})", ""]
+    for size, r in result["sizes"].items():
+        shape = "native size per clip" if size == "native" else f"{size}x{size}"
+        tvl1 = r["pairs_per_s"].get("tvl1")
+        rows = [[name, rate, 1000.0 / rate, f"{rate / tvl1:.2f}x" if tvl1 else "n/a"]
+                for name, rate in r["pairs_per_s"].items()]
+        lines += [f"## {shape}: {r['pairs']} pairs from {len(r['clips'])} clips, median of {r['repeats']}", "",
+                  markdown_table(["method", "pairs/s", "ms/pair", "speed vs TV-L1"], rows), "",
+                  "ratios (pairs/s / pairs/s): " + ", ".join(f"{k} {v:.2f}x" for k, v in r["ratios"].items()), ""]
+    if "compute" in result:
+        c = result["compute"]
+        rows = [[name, m["gflops_per_pair"], m["achieved_tflops"],
+                 f"{100 * m['peak_fraction']:.1f}%" if m["peak_fraction"] is not None else "n/a"]
+                for name, m in c["models"].items()]
+        peak = f"{c['peak_tflops']:.0f} TFLOPS bf16 dense" if c["peak_tflops"] else "unknown (pass --peak-tflops)"
+        lines += [f"## Compute at {c['size']}x{c['size']} (peak {peak})", "",
+                  markdown_table(["MotionNet", "GFLOPs/pair", "achieved TFLOPS", "of peak"], rows), ""]
+    if "stack" in result:
+        st = result["stack"]
+        rows = [[name.removesuffix("_s"), v, f"{st['tvl1_s'] / v:.2f}x"] for name, v in st.items()
+                if name.endswith("_s")]
+        lines += [f"## What the user pays: one {st['frames'] - 1}-flow stack at {st['size']} ({st['clip']})", "",
+                  markdown_table(["method", "seconds", "speed vs TV-L1"], rows), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    if args.warmup < 0 or args.stack_size < 32:
+        raise UserError(f"need --warmup >= 0 and --stack-size >= 32, got {args.warmup} and {args.stack_size}")
+    result = run(args)
+    text = markdown(result)
+    print(text)
+    write_results(args.out, "flow_speed", result, text)
+    return result
+
+
+if __name__ == "__main__":
+    run_cli(main)
