@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import torch
+import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_image
 from tqdm import tqdm
 
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=existing_dir, default=shared_data("images"), help="photos for the layers")
     p.add_argument("--pairs-dir", type=existing_dir, default=shared_data("frame_pairs"),
                    help="real frame pairs NAME1.png / NAME2.png")
+    p.add_argument("--pair-size", type=image_size, help="resize the real pairs to N or HxW (default: native)")
     p.add_argument("--clips", type=existing_dir, default=shared_data("clips"), help="folder of videos")
     p.add_argument("--clip-windows", type=positive_int, default=2, help="held-out windows per video")
     p.add_argument("--grid-rows", type=positive_int, default=4, help="synthetic samples in flow_methods.png")
@@ -84,8 +86,9 @@ def checkpoint_path(args: argparse.Namespace) -> Path:
     return out / "checkpoint.pt"
 
 
-def read_pairs(folder: Path) -> list[tuple[str, torch.Tensor]]:
-    """``(name, frames (2, 3, H, W))`` for every ``name1.png`` beside a ``name2.png`` of the same size."""
+def read_pairs(folder: Path, size: tuple[int, int] | None = None) -> list[tuple[str, torch.Tensor]]:
+    """``(name, frames (2, 3, H, W))`` for every ``name1.png`` beside a ``name2.png`` of the same size,
+    resized to ``size`` when given."""
     pairs = []
     for first in sorted(folder.glob("*1.png")):
         second = first.with_name(first.name[:-5] + "2.png")
@@ -97,7 +100,10 @@ def read_pairs(folder: Path) -> list[tuple[str, torch.Tensor]]:
             raise UserError(f"{first} or {second} is not a readable image ({err})") from err
         if frames[0].shape != frames[1].shape:
             raise UserError(f"{first.name} and {second.name} differ in size")
-        pairs.append((first.name[:-5], torch.stack(frames)))
+        frames = torch.stack(frames)
+        if size is not None:
+            frames = F.interpolate(frames, size=size, mode="bilinear", antialias=True).clamp(0.0, 1.0)
+        pairs.append((first.name[:-5], frames))
     if not pairs:
         raise UserError(f"no NAME1.png / NAME2.png pair in {folder}")
     return pairs
@@ -167,7 +173,7 @@ def run(args: argparse.Namespace) -> dict:
     for method in tqdm(CLASSIC_METHODS, desc="synthetic", disable=None):
         flow_rows[method] = evaluate_classic_flow(method, synthetic)
     methods = ["motionnet", *CLASSIC_METHODS, "zero"]
-    pairs = read_pairs(args.pairs_dir)
+    pairs = read_pairs(args.pairs_dir, args.pair_size)
     clips = VideoWindowDataset(args.clips, frames=frames, size=args.size, part="val",
                                windows_per_video=args.clip_windows, seed=args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -176,7 +182,8 @@ def run(args: argparse.Namespace) -> dict:
         "machine": machine_info(runtime.device),
         "settings": {"checkpoint": str(path), "model": {"frames": frames, "widths": list(model.config.widths)},
                      "size": [height, width], "items": args.items, "images": str(args.images),
-                     "pairs_dir": str(args.pairs_dir), "clips": str(args.clips),
+                     "pairs_dir": str(args.pairs_dir),
+                     "pair_size": list(args.pair_size) if args.pair_size else "native", "clips": str(args.clips),
                      "clip_windows": args.clip_windows, "seed": args.seed},
         "synthetic": {"pairs": int(ours["pairs"]), "methods": flow_rows},
         "frame_pairs": {"names": [name for name, _ in pairs],

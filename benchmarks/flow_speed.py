@@ -1,11 +1,14 @@
 """Flow speed: pairs/s of MotionNet (tiny, paper size) vs OpenCV TV-L1, Farneback, DIS on real clip frames.
 
-    python benchmarks/flow_speed.py [--clips DIR] [--sizes 224,native] [--pairs 2] [--batch 8]
-                                    [--repeats 5] [--models tiny,paper] [--device auto] [--compile]
-                                    [--peak-tflops T] [--out benchmarks/results]
+    python benchmarks/flow_speed.py [--clips DIR] [--sizes 224,native] [--pairs 2] [--native-pairs 1]
+                                    [--batch 8] [--repeats 5] [--native-repeats 3] [--models tiny,paper]
+                                    [--native-models tiny] [--device auto] [--compile] [--peak-tflops T]
+                                    [--out benchmarks/results]
 
 Every method gets the same frame pairs: ``--pairs`` consecutive pairs from the middle of each clip,
-at 224x224 (shorter side resized, centre crop) and at each clip's native size. MotionNet (a
+at 224x224 (shorter side resized, centre crop) and at each clip's native size (there
+``--native-pairs`` per clip, ``--native-repeats``, and on CPU only MotionNet-tiny by default, because
+paper-size MotionNet takes seconds per pair at 1280x720 on a CPU). MotionNet (a
 frames=2 model, random weights unless ``--checkpoint`` fits) runs the pairs of one clip in batches
 of ``--batch``; OpenCV runs pair by pair. Each repeat times every method on every clip in turn,
 after ``--warmup`` untimed passes; pairs/s is the pair count over the median repeat time. Also
@@ -84,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--native-repeats", type=positive_int, default=3, help="timed repeats at native size")
     p.add_argument("--warmup", type=int, default=1, help="untimed passes before the timed repeats")
     p.add_argument("--models", type=models_arg, default=["tiny", "paper"], help="MotionNet sizes")
-    p.add_argument("--native-models", type=models_arg, default=["tiny"],
-                   help="MotionNet sizes timed at native size (paper size is slow on CPU)")
+    p.add_argument("--native-models", type=models_arg,
+                   help="MotionNet sizes timed at native size (default: tiny on CPU, --models on CUDA)")
     p.add_argument("--methods", type=methods_arg, default=list(CLASSIC_METHODS), help="OpenCV methods")
     p.add_argument("--stack-size", type=int, default=SQUARE, help="side of the 11-frame stack comparison")
     p.add_argument("--no-stack", action="store_true", help="skip the 11-frame stack comparison")
@@ -227,12 +230,13 @@ def run(args: argparse.Namespace) -> dict:
     runtime = runtime_from_args(args)
     checkpoint = load_motionnet(args.checkpoint) if args.checkpoint else None
     pair_models = build_models(args.models, 2, runtime, checkpoint)
+    native_models = args.native_models or (args.models if runtime.device.type == "cuda" else ["tiny"])
     result: dict = {"machine": machine_info(runtime.device),
                     "settings": {"clips": str(args.clips), "sizes": args.sizes, "pairs": args.pairs,
                                  "native_pairs": args.native_pairs, "batch": args.batch,
                                  "repeats": args.repeats, "native_repeats": args.native_repeats,
                                  "warmup": args.warmup, "models": args.models,
-                                 "native_models": args.native_models, "methods": args.methods,
+                                 "native_models": native_models, "methods": args.methods,
                                  "amp": runtime.amp, "channels_last": runtime.channels_last,
                                  "compile": runtime.compile,
                                  "weights": str(args.checkpoint) if args.checkpoint else "random"},
@@ -240,9 +244,10 @@ def run(args: argparse.Namespace) -> dict:
     for size in args.sizes:
         native = size == "native"
         clips = load_clip_frames(args.clips, size, (args.native_pairs if native else args.pairs) + 1)
-        models = {n: m for n, m in pair_models.items() if not native or n in args.native_models}
-        if native and not models:
-            models = build_models(args.native_models, 2, runtime, checkpoint)
+        models = pair_models
+        if native:
+            extra = build_models([n for n in native_models if n not in pair_models], 2, runtime, checkpoint)
+            models = {n: pair_models[n] if n in pair_models else extra[n] for n in native_models}
         result["sizes"][size] = time_size(clips, models, args.methods, args, runtime,
                                           args.native_repeats if native else args.repeats, size)
     square = next((int(size) for size in args.sizes if size != "native"), None)
@@ -276,7 +281,12 @@ def markdown(result: dict) -> str:
         rows = [[name, m["gflops_per_pair"], m["achieved_tflops"],
                  f"{100 * m['peak_fraction']:.1f}%" if m["peak_fraction"] is not None else "n/a"]
                 for name, m in c["models"].items()]
-        peak = f"{c['peak_tflops']:.0f} TFLOPS bf16 dense" if c["peak_tflops"] else "unknown (pass --peak-tflops)"
+        if not result["machine"].get("gpu"):
+            peak = "n/a on CPU"
+        elif c["peak_tflops"]:
+            peak = f"{c['peak_tflops']:.0f} TFLOPS bf16 dense"
+        else:
+            peak = "unknown for this GPU: pass --peak-tflops"
         lines += [f"## Compute at {c['size']}x{c['size']} (peak {peak})", "",
                   markdown_table(["MotionNet", "GFLOPs/pair", "achieved TFLOPS", "of peak"], rows), ""]
     if "stack" in result:

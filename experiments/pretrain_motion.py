@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="loss preset: paper = the paper's three losses; occlusion/edge/improved add "
                         "forward-backward occlusion masking and/or edge-aware smoothness")
     p.add_argument("--videos", type=existing_dir, help="train on T+1 windows of the videos in DIR")
+    p.add_argument("--frame-cache", type=Path,
+                   help="with --videos: decode each video once into uint8 frames under DIR, then read those")
     p.add_argument("--images", type=existing_dir,
                    help="synthetic layers textured with the photos in DIR instead of procedural ones")
     p.add_argument("--steps", type=positive_int, default=1500)
@@ -85,9 +87,10 @@ def datasets(args: argparse.Namespace):
     held_out = SyntheticFlowDataset(args.eval_items, synthetic, seed=10_000 + args.seed)
     if args.videos:
         train_set = VideoWindowDataset(args.videos, frames=args.frames, size=args.size, part="train",
-                                       seed=args.seed)
+                                       seed=args.seed, cache_dir=args.frame_cache)
         clips = VideoWindowDataset(args.videos, frames=args.frames, size=args.size, part="val",
-                                   windows_per_video=max(1, args.eval_items // 4), seed=args.seed)
+                                   windows_per_video=max(1, args.eval_items // 4), seed=args.seed,
+                                   cache_dir=args.frame_cache)
         return train_set, held_out, clips
     return SyntheticFlowDataset(args.train_items, synthetic, seed=args.seed), held_out, None
 

@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--frames", type=frame_count, default=6, help="T+1 frames per window (paper: 11)")
     data.add_argument("--segments", type=positive_int, default=3, help="TSN segments K")
     data.add_argument("--size", type=image_size, default=(64, 64))
+    data.add_argument("--frame-cache", type=Path,
+                      help="decode each video once into uint8 frames under DIR, then read those")
     data.add_argument("--test-crops", choices=["centre", "multi"], default="centre")
     data.add_argument("--test-flip", action="store_true")
     model = p.add_argument_group("model")
@@ -127,7 +129,7 @@ def datasets(args: argparse.Namespace):
         train_samples, classes = parse(args.video_root, args.split_dir, args.split, "train")
         test_samples, _ = parse(args.video_root, args.split_dir, args.split, "test")
     common = dict(num_classes=len(classes), segments=args.segments, frames=args.frames, size=args.size,
-                  seed=args.seed)
+                  seed=args.seed, cache_dir=args.frame_cache)
     return (ActionVideoDataset(train_samples, train=True, **common),
             ActionVideoDataset(test_samples, train=False, test_crops=args.test_crops,
                                test_flip=args.test_flip, **common), classes)

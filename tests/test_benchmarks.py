@@ -58,7 +58,7 @@ def test_flow_speed_smoke(tmp_path, clips_dir):
     assert saved["sizes"]["native"]["clips"][0]["size"] == "176x144"
     tiny = saved["compute"]["models"]["tiny"]
     assert positive(tiny["gflops_per_pair"]) and tiny["peak_fraction"] is None  # CPU: no GPU peak
-    assert saved["stack"]["frames"] == 11 and positive(saved["stack"]["tvl1/motionnet-tiny"])
+    assert saved["stack"]["frames"] == 11 and positive(saved["stack"]["tvl1/tiny"])
     assert "| tvl1 |" in (out / "flow_speed.md").read_text()
 
 
@@ -76,7 +76,7 @@ def test_flow_quality_smoke(tmp_path, images_dir, frame_pairs_dir, clips_dir):
          "--eval-items", "1", "--train-items", "8", "--warmup", "1", "--no-tvl1"])
     out = tmp_path / "out"
     result = load("benchmarks", "flow_quality").main(
-        ["--checkpoint", str(motion / "checkpoint.pt"), "--size", "32", "--items", "2", "--grid-rows", "2",
+        ["--checkpoint", str(motion / "checkpoint.pt"), "--size", "32", "--items", "2", "--grid-rows", "2", "--pair-size", "48x64",
          "--clips", str(one_clip(tmp_path, clips_dir)), "--clip-windows", "1", "--device", "cpu", "--out", str(out)])
     saved = json.loads((out / "flow_quality.json").read_text())
     assert set(saved) == {"machine", "settings", "synthetic", "frame_pairs", "clips", "grid"}
@@ -88,8 +88,8 @@ def test_flow_quality_smoke(tmp_path, images_dir, frame_pairs_dir, clips_dir):
         rows = saved[part]["methods"]
         assert set(rows) == methods and all(r["pairs"] == pairs for r in rows.values())
         assert all(positive(r["photometric_l1"]) and 0 < r["ssim"] <= 1 for r in rows.values())
-    # OpenCV flow explains real motion better than no flow at all
-    assert rows["tvl1"]["photometric_l1"] < rows["zero"]["photometric_l1"]
+    pairs = saved["frame_pairs"]["methods"]  # OpenCV flow explains real motion better than no flow at all
+    assert pairs["tvl1"]["photometric_l1"] < pairs["zero"]["photometric_l1"]
     assert (out / "flow_methods.png").stat().st_size > 0 and result["grid"] == str(out / "flow_methods.png")
 
 
@@ -119,3 +119,13 @@ def test_train_step_smoke(tmp_path):
     frozen, trained = saved["rows"][2], saved["rows"][0]
     assert frozen["trainable_m"] < trained["trainable_m"] == trained["params_m"]
     assert "| pretrain MotionNet-tiny |" in (out / "train_step.md").read_text()
+
+
+def test_train_step_measures_each_configuration_in_a_fresh_process(tmp_path):
+    result = load("benchmarks", "train_step").main(
+        ["--size", "32", "--frames", "3", "--segments", "1", "--batch", "1", "--steps", "1", "--warmup", "0",
+         "--hidden", "stacked", "--fusion", "late", "--motion-mode", "trained", "--arch", "tiny", "--no-pretrain",
+         "--device", "cpu", "--out", str(tmp_path)])
+    (row,) = result["rows"]
+    assert result["settings"]["subprocess_per_config"] and row["memory"] == "peak RSS of a fresh process"
+    assert positive(row["peak_memory_mib"]) and positive(row["clips_per_s"])
