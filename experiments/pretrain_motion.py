@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
 
 import torch
 
-from hidden2stream.cli import (OneLineParser, existing_dir, frame_count, image_size, non_negative_float,
-                               positive_int, run_cli)
+from hidden2stream.cli import OneLineParser, existing_dir, frame_count, image_size, positive_int, run_cli
 from hidden2stream.data.clips import VideoWindowDataset
 from hidden2stream.data.synthetic_flow import SyntheticFlowConfig, SyntheticFlowDataset
 from hidden2stream.evaluate import (evaluate_classic_flow, evaluate_flow, evaluate_photometric,
@@ -30,11 +28,10 @@ from hidden2stream.evaluate import (evaluate_classic_flow, evaluate_flow, evalua
 from hidden2stream.losses.motion import PRESETS
 from hidden2stream.models.motionnet import MOTIONNETS, build_motionnet
 from hidden2stream.train.distributed import init_distributed, shutdown_distributed
-from hidden2stream.train.loop import TrainConfig, train
+from hidden2stream.train.loop import train
 from hidden2stream.train.objectives import MotionObjective
+from hidden2stream.train.options import add_train_args, train_config_from_args
 from hidden2stream.train.runtime import add_runtime_args, runtime_from_args
-
-log = logging.getLogger("pretrain_motion")
 
 PAPER_MILESTONES = (0.25, 0.5, 0.625, 0.75, 0.875)  # 100k/200k/250k/300k/350k of 400k
 
@@ -53,23 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --videos: decode each video once into uint8 frames under DIR, then read those")
     p.add_argument("--images", type=existing_dir,
                    help="synthetic layers textured with the photos in DIR instead of procedural ones")
-    p.add_argument("--steps", type=positive_int, default=1500)
-    p.add_argument("--batch-size", type=positive_int, default=8, help="global batch per step")
-    p.add_argument("--accumulation", type=positive_int, default=1)
-    p.add_argument("--lr", type=non_negative_float, default=1e-3, help="Adam lr (paper: 3.2e-5)")
-    p.add_argument("--weight-decay", type=non_negative_float, default=4e-4)
-    p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
-    p.add_argument("--grad-clip", type=non_negative_float, default=10.0, help="0 disables")
     p.add_argument("--train-items", type=positive_int, default=20000, help="synthetic items per epoch")
     p.add_argument("--eval-items", type=positive_int, default=32, help="held-out windows for evaluation")
     p.add_argument("--no-tvl1", action="store_true", help="skip the OpenCV TV-L1 comparison")
-    p.add_argument("--workers", type=int, default=1, help="DataLoader worker processes")
-    p.add_argument("--checkpoint-every", type=positive_int, default=250)
-    p.add_argument("--log-every", type=positive_int, default=25)
-    p.add_argument("--nan-policy", choices=["stop", "skip"], default="stop")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true",
-                   help="continue from --out/checkpoint.pt when present (use with torchrun --max-restarts)")
+    add_train_args(p, steps=1500, batch_size=8, lr=1e-3, weight_decay=4e-4, warmup=100,
+                   checkpoint_every=250, log_every=25)
     add_runtime_args(p)
     return p
 
@@ -104,12 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.manual_seed(args.seed)  # same initial weights on every rank and every rerun
         model = build_motionnet(args.model, args.frames)
         optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-        config = TrainConfig(out_dir=args.out, steps=args.steps, batch_size=args.batch_size,
-                             accumulation=args.accumulation, warmup_steps=args.warmup,
-                             milestones=PAPER_MILESTONES, grad_clip=args.grad_clip or None,
-                             seed=args.seed, checkpoint_every=args.checkpoint_every,
-                             log_every=args.log_every, num_workers=args.workers,
-                             nan_policy=args.nan_policy, resume=args.resume)
+        config = train_config_from_args(args, milestones=PAPER_MILESTONES)
         result = train(model, train_set, MotionObjective(PRESETS[args.loss]()), optimizer, config,
                        runtime, kind="motionnet", model_config=model_config(args),
                        description=f"pretrain {args.model}")

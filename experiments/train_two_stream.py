@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 from pathlib import Path
 
 import torch
@@ -36,11 +35,10 @@ from hidden2stream.models.streams import STREAM_ARCHS
 from hidden2stream.models.two_stream import hidden_two_stream
 from hidden2stream.train.checkpoint import check_config, load_checkpoint, unwrap
 from hidden2stream.train.distributed import init_distributed, shutdown_distributed
-from hidden2stream.train.loop import TrainConfig, train
+from hidden2stream.train.loop import train
 from hidden2stream.train.objectives import ActionObjective
+from hidden2stream.train.options import add_train_args, train_config_from_args
 from hidden2stream.train.runtime import add_runtime_args, runtime_from_args
-
-log = logging.getLogger("train_two_stream")
 
 STREAM_CHOICES = {"both": ("spatial", "temporal"), "spatial": ("spatial",), "temporal": ("temporal",)}
 
@@ -80,26 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--fusion", choices=FUSIONS, default="late")
     model.add_argument("--temporal-fusion", choices=TEMPORAL_FUSIONS, default="avg")
     model.add_argument("--dropout", type=non_negative_float, default=0.5)
-    opt = p.add_argument_group("optimisation")
-    opt.add_argument("--steps", type=positive_int, default=600)
-    opt.add_argument("--batch-size", type=positive_int, default=16, help="global batch per step")
-    opt.add_argument("--accumulation", type=positive_int, default=1)
-    opt.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
-    opt.add_argument("--lr", type=non_negative_float, default=1e-3)
-    opt.add_argument("--motion-lr", type=non_negative_float, default=1e-4, help="MotionNet lr (paper: 1e-6)")
-    opt.add_argument("--weight-decay", type=non_negative_float, default=5e-4)
-    opt.add_argument("--warmup", type=int, default=50)
-    opt.add_argument("--grad-clip", type=non_negative_float, default=10.0, help="0 disables")
-    opt.add_argument("--motion-loss", choices=sorted(PRESETS), default="paper")
-    opt.add_argument("--motion-weight", type=non_negative_float, default=1.0)
-    run = p.add_argument_group("run")
-    run.add_argument("--workers", type=int, default=1)
-    run.add_argument("--checkpoint-every", type=positive_int, default=100)
-    run.add_argument("--log-every", type=positive_int, default=20)
-    run.add_argument("--nan-policy", choices=["stop", "skip"], default="stop")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt when present")
-    run.add_argument("--no-eval", action="store_true")
+    p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
+    p.add_argument("--motion-lr", type=non_negative_float, default=1e-4, help="MotionNet lr (paper: 1e-6)")
+    p.add_argument("--motion-loss", choices=sorted(PRESETS), default="paper")
+    p.add_argument("--motion-weight", type=non_negative_float, default=1.0)
+    p.add_argument("--no-eval", action="store_true")
+    add_train_args(p, steps=600, batch_size=16, lr=1e-3, weight_decay=5e-4, warmup=50,
+                   checkpoint_every=100, log_every=20)
     add_runtime_args(p)
     return p
 
@@ -196,13 +181,8 @@ def main(argv: list[str] | None = None) -> dict:
         augment = None if args.dataset == "synthetic" else clip_augmentation(train=True, flip=True)
         objective = ActionObjective(streams, None if args.freeze_motion else motion, args.motion_weight,
                                     augment.to(runtime.device) if augment is not None else None)
-        config = TrainConfig(out_dir=args.out, steps=args.steps, batch_size=args.batch_size,
-                             accumulation=args.accumulation, warmup_steps=args.warmup,
-                             milestones=(0.5, 0.75), gamma=0.1, grad_clip=args.grad_clip or None,
-                             seed=args.seed, checkpoint_every=args.checkpoint_every,
-                             log_every=args.log_every, num_workers=args.workers,
-                             nan_policy=args.nan_policy, resume=args.resume,
-                             find_unused_parameters=len(streams) == 1)
+        config = train_config_from_args(args, milestones=(0.5, 0.75), gamma=0.1,
+                                        find_unused_parameters=len(streams) == 1)
         result = train(model, train_set, objective, optimizer_for(model, args), config, runtime,
                        kind="two_stream", model_config=model_config(args, list(classes)),
                        description=f"train {args.streams}")
