@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", default="auto")
     args: argparse.Namespace = p.parse_args(argv)
     common = ["--frames", "6", "--size", "64", "--device", args.device] + (["--resume"] if args.resume else [])
-    pretrain_steps, joint_steps = ("60", "40") if args.quick else ("1500", "600")
+    pretrain_steps, joint_steps = ("60", "40") if args.quick else ("1500", "300")
     motion = pretrain_motion.main(["--out", str(args.out / "motion"), "--steps", pretrain_steps,
                                    "--eval-items", "8" if args.quick else "32", *common])
     joint = train_two_stream.main(["--out", str(args.out / "two_stream"), "--steps", joint_steps,

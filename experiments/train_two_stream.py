@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--motion-loss", choices=sorted(PRESETS), default="paper")
     p.add_argument("--motion-weight", type=non_negative_float, default=1.0)
     p.add_argument("--no-eval", action="store_true")
-    add_train_args(p, steps=600, batch_size=16, lr=1e-3, weight_decay=5e-4, warmup=50,
+    add_train_args(p, steps=300, batch_size=16, lr=1e-3, weight_decay=5e-4, warmup=50,
                    checkpoint_every=100, log_every=20)
     add_runtime_args(p)
     return p

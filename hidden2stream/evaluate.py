@@ -213,8 +213,8 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
 
 def action_table(report: ActionReport) -> str:
     """The accuracy table the scripts print: one row per head, chance beside."""
-    rows = [[head, report.clip_top1.get(head, float("nan")), report.video_top1[head],
-             report.video_top5[head]] for head in report.video_top1]
+    rows = [[head, report.clip_top1.get(head, "-"), report.video_top1[head], report.video_top5[head]]
+            for head in report.video_top1]  # "late" is a rule on video scores: no clip accuracy
     rows.append(["chance", 1.0 / report.num_classes, 1.0 / report.num_classes,
                  min(5, report.num_classes) / report.num_classes])
     return markdown_table(["head", "clip top-1", "video top-1", "video top-5"], rows)

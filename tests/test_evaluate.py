@@ -1,0 +1,68 @@
+"""Evaluation: flow metrics against zero flow, action accuracy per head, confusion matrix."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from hidden2stream.evaluate import (action_table, confusion_matrix, evaluate_actions, evaluate_flow,
+                                    save_confusion_png)
+from hidden2stream.train.runtime import Runtime
+
+CPU = Runtime(device=torch.device("cpu"))
+
+
+class ExactFlow(nn.Module):
+    """A stand-in flow model that returns a fixed flow (the ground truth of ``Shifted``)."""
+
+    def forward(self, frames, all_scales=None):
+        flow = torch.zeros(frames.shape[0], frames.shape[1] - 1, 2, *frames.shape[-2:])
+        flow[:, :, 0] = 1.5
+        return flow
+
+
+class Shifted(Dataset):
+    def __len__(self):
+        return 3
+
+    def __getitem__(self, i):
+        flow = torch.zeros(1, 2, 8, 8)
+        flow[:, 0] = 1.5
+        return {"frames": torch.rand(2, 3, 8, 8), "flow": flow, "valid": torch.ones(1, 1, 8, 8)}
+
+
+def test_flow_evaluation_compares_with_zero_flow():
+    result = evaluate_flow(ExactFlow(), Shifted(), CPU, batch_size=2)
+    assert result["epe"] == 0.0 and result["zero_epe"] == 1.5 and result["pairs"] == 3
+
+
+class Oracle(nn.Module):
+    """Spatial head knows the class's first half, temporal the second; fused knows it all."""
+
+    def forward(self, frames, streams=("spatial", "temporal")):
+        labels = frames[:, 0, 0, 0, 0, 0].long()
+        onehot = nn.functional.one_hot(labels, 4).float()
+        return {"spatial": onehot * 2 + 1, "temporal": onehot.roll(1, dims=1), "fused": onehot * 5}
+
+
+class Labelled(Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        return {"frames": torch.full((2, 1, 2, 3, 4, 4), float(i % 4)), "label": torch.tensor(i % 4)}
+
+
+def test_action_evaluation_scores_every_head_and_the_paper_rule(tmp_path):
+    report = evaluate_actions(Oracle(), Labelled(), CPU, num_classes=4, batch_size=3)
+    assert report.video_top1["fused"] == 1.0 and report.video_top1["spatial"] == 1.0
+    assert report.video_top1["temporal"] == 0.0
+    assert report.clip_top1["fused"] == 1.0 and "late" not in report.clip_top1
+    assert torch.equal(report.confusion, torch.eye(4, dtype=torch.long) * 2)
+    assert "| chance | 0.250 |" in action_table(report)
+    assert save_confusion_png(report.confusion, tmp_path / "c.png").stat().st_size > 0
+
+
+def test_confusion_matrix_rows_are_true_classes():
+    matrix = confusion_matrix(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 0, 1, 2]), 3)
+    assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [0, 0, 1]]
