@@ -26,7 +26,8 @@ from hidden2stream.data.actions import ActionVideoDataset, parse_class_folders, 
 from hidden2stream.data.augment import clip_augmentation
 from hidden2stream.data.synthetic_actions import SyntheticActionConfig, SyntheticActionDataset
 from hidden2stream.errors import UserError
-from hidden2stream.evaluate import action_table, evaluate_actions, save_confusion_png, save_flow_pictures
+from hidden2stream.evaluate import (action_table, evaluate_actions, markdown_table, save_confusion_png,
+                                    save_flow_pictures)
 from hidden2stream.losses.motion import PRESETS
 from hidden2stream.models.fusion import FUSIONS, TEMPORAL_FUSIONS
 from hidden2stream.models.hidden import HIDDEN_KINDS
@@ -198,10 +199,16 @@ def main(argv: list[str] | None = None) -> dict:
             save_flow_pictures(model.motionnet, clips, args.out / "flow_test_clips.png", runtime)
         summary = {"steps": result.step, "train_seconds": result.seconds, "streams": args.streams,
                    "freeze_motion": args.freeze_motion, "classes": list(classes), **report.as_dict()}
+        text = (f"{args.streams} ({args.fusion} fusion), {result.step} steps in {result.seconds:.0f} s "
+                f"on {runtime.device}; {len(test_set)} test videos, {len(classes)} classes\n"
+                + action_table(report))
+        if args.dataset == "synthetic":  # classes are (appearance, motion): which factor each head gets
+            factors = {head: report.factor_accuracy(head, args.motions) for head in report.confusions}
+            summary["factor_accuracy"] = {h: {"appearance": a, "motion": m} for h, (a, m) in factors.items()}
+            text += "\n\n" + markdown_table(["head", "appearance accuracy", "motion accuracy"],
+                                            [[h, a, m] for h, (a, m) in factors.items()])
         (args.out / "eval.json").write_text(json.dumps(summary, indent=2))
-        print(f"{args.streams} ({args.fusion} fusion), {result.step} steps in {result.seconds:.0f} s "
-              f"on {runtime.device}; {len(test_set)} test videos, {len(classes)} classes\n"
-              + action_table(report))
+        print(text)
         return summary
     finally:
         shutdown_distributed()

@@ -107,14 +107,32 @@ class ActionReport:
     clip_top1: dict[str, float] = field(default_factory=dict)
     video_top1: dict[str, float] = field(default_factory=dict)
     video_top5: dict[str, float] = field(default_factory=dict)
-    confusion: torch.Tensor | None = None  # (C, C) rows: true class, columns: predicted
+    confusions: dict[str, torch.Tensor] = field(default_factory=dict)  # (C, C): rows true, cols predicted
     confusion_head: str = ""
+
+    @property
+    def confusion(self) -> torch.Tensor:
+        """The confusion matrix of the main head (fused when there is one)."""
+        return self.confusions[self.confusion_head]
+
+    def factor_accuracy(self, head: str, factor: int) -> tuple[float, float]:
+        """For labels ``major * factor + minor``: accuracy of the predicted major and minor parts.
+
+        The synthetic action classes are ``appearance * motions + motion``; with
+        ``factor = motions`` this says how well a head tells the appearance and the motion apart.
+        """
+        matrix = self.confusions[head].float()
+        true, pred = torch.meshgrid(torch.arange(self.num_classes), torch.arange(self.num_classes), indexing="ij")
+        total = matrix.sum().clamp(min=1)
+        major = matrix[(true // factor) == (pred // factor)].sum() / total
+        minor = matrix[(true % factor) == (pred % factor)].sum() / total
+        return float(major), float(minor)
 
     def as_dict(self) -> dict:
         return {"num_classes": self.num_classes, "chance": 1.0 / self.num_classes,
                 "clip_top1": self.clip_top1, "video_top1": self.video_top1,
                 "video_top5": self.video_top5, "confusion_head": self.confusion_head,
-                "confusion": self.confusion.tolist() if self.confusion is not None else None}
+                "confusions": {head: m.tolist() for head, m in self.confusions.items()}}
 
 
 def _topk(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
@@ -164,8 +182,8 @@ def evaluate_actions(model: nn.Module, dataset: Dataset, runtime: Runtime, num_c
             report.clip_top1[head] = clip_hits[head] / clips
         report.video_top1[head] = _topk(value, labels, 1)
         report.video_top5[head] = _topk(value, labels, 5)
+        report.confusions[head] = confusion_matrix(value.argmax(1), labels, num_classes)
     report.confusion_head = "fused" if "fused" in scores else next(iter(scores))
-    report.confusion = confusion_matrix(scores[report.confusion_head].argmax(1), labels, num_classes)
     return report
 
 

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from hidden2stream.evaluate import (action_table, confusion_matrix, evaluate_actions, evaluate_flow,
+from hidden2stream.evaluate import (ActionReport, action_table, confusion_matrix, evaluate_actions, evaluate_flow,
                                     save_confusion_png)
 from hidden2stream.train.runtime import Runtime
 
@@ -66,3 +66,11 @@ def test_action_evaluation_scores_every_head_and_the_paper_rule(tmp_path):
 def test_confusion_matrix_rows_are_true_classes():
     matrix = confusion_matrix(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 0, 1, 2]), 3)
     assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [0, 0, 1]]
+
+
+def test_factor_accuracy_splits_appearance_and_motion():
+    # 2 appearances x 2 motions: labels a*2+m; the head gets the motion right, the appearance wrong
+    labels = torch.tensor([0, 1, 2, 3])
+    predicted = torch.tensor([2, 3, 0, 1])
+    report = ActionReport(4, confusions={"temporal": confusion_matrix(predicted, labels, 4)})
+    assert report.factor_accuracy("temporal", 2) == (0.0, 1.0)
