@@ -184,7 +184,8 @@ def run(args: argparse.Namespace) -> dict:
                      "size": [height, width], "items": args.items, "images": str(args.images),
                      "pairs_dir": str(args.pairs_dir),
                      "pair_size": list(args.pair_size) if args.pair_size else "native", "clips": str(args.clips),
-                     "clip_windows": args.clip_windows, "seed": args.seed},
+                     "clip_windows": args.clip_windows, "seed": args.seed, "amp": runtime.amp,
+                     "channels_last": runtime.channels_last},
         "synthetic": {"pairs": int(ours["pairs"]), "methods": flow_rows},
         "frame_pairs": {"names": [name for name, _ in pairs],
                         "methods": photometric(model, padded_pairs(pairs, frames), methods, runtime)},
@@ -199,7 +200,7 @@ def markdown(result: dict) -> str:
     """The report: EPE / Fl-all on synthetic windows, photometric error on real pairs and clips."""
     s, syn = result["settings"], result["synthetic"]
     lines = [f"# Flow quality ({machine_line(result['machine'])}; checkpoint {s['checkpoint']}, "
-             f"T+1 = {s['model']['frames']})", "",
+             f"T+1 = {s['model']['frames']}, MotionNet amp {s['amp']})", "",
              f"## Synthetic windows with exact flow: {syn['pairs']} pairs at {s['size'][0]}x{s['size'][1]}", "",
              markdown_table(["method", "EPE (px)", "Fl-all"],
                             [[m, r["epe"], r["fl_all"]] for m, r in syn["methods"].items()]), ""]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,18 @@ class _FlowTotals:
         return {f"{prefix}epe": self.epe / n, f"{prefix}fl_all": self.fl / n}
 
 
+def _motion_flows(model: nn.Module, dataset: Dataset, runtime: Runtime,
+                  batch_size: int) -> Iterator[tuple[dict, torch.Tensor, torch.Tensor]]:
+    """Batches of ``dataset`` with their frames on the device and MotionNet's full-resolution
+    float32 flow ``(B, T, 2, H, W)``, the model in eval mode under the runtime's autocast."""
+    with evaluation(model):
+        for batch in DataLoader(dataset, batch_size=batch_size):
+            frames = batch["frames"].to(runtime.device)
+            with runtime.autocast():
+                flow = model(frames, all_scales=False)
+            yield batch, frames, flow.float()
+
+
 def evaluate_flow(model: nn.Module, dataset: Dataset, runtime: Runtime,
                   batch_size: int = 8) -> dict[str, float]:
     """EPE and Fl-all of MotionNet's full-resolution flow, beside the zero-flow baseline.
@@ -47,17 +59,12 @@ def evaluate_flow(model: nn.Module, dataset: Dataset, runtime: Runtime,
     """
     ours, zero = _FlowTotals(), _FlowTotals()
     pairs = 0
-    loader = DataLoader(dataset, batch_size=batch_size)
-    with evaluation(model):
-        for batch in loader:
-            frames = batch["frames"].to(runtime.device)
-            with runtime.autocast():
-                pred = model(frames, all_scales=False)
-            gt, valid = batch["flow"].flatten(0, 1), batch["valid"].flatten(0, 1)
-            pred = pred.float().cpu().flatten(0, 1)
-            ours.add(pred, gt, valid)
-            zero.add(torch.zeros_like(gt), gt, valid)
-            pairs += gt.shape[0]
+    for batch, _, pred in _motion_flows(model, dataset, runtime, batch_size):
+        gt, valid = batch["flow"].flatten(0, 1), batch["valid"].flatten(0, 1)
+        pred = pred.cpu().flatten(0, 1)
+        ours.add(pred, gt, valid)
+        zero.add(torch.zeros_like(gt), gt, valid)
+        pairs += gt.shape[0]
     return {**ours.result(), **zero.result("zero_"), "pairs": float(pairs)}
 
 
@@ -81,21 +88,16 @@ def evaluate_photometric(model: nn.Module, dataset: Dataset, runtime: Runtime,
     """
     sums = {"photometric_l1": 0.0, "ssim": 0.0, "zero_photometric_l1": 0.0, "zero_ssim": 0.0}
     pairs = 0
-    loader = DataLoader(dataset, batch_size=batch_size)
-    with evaluation(model):
-        for batch in loader:
-            frames = batch["frames"].to(runtime.device)
-            with runtime.autocast():
-                flow = model(frames, all_scales=False)
-            flow = flow.float().flatten(0, 1)
-            first, second = frames[:, :-1].flatten(0, 1).float(), frames[:, 1:].flatten(0, 1).float()
-            n = first.shape[0]
-            zero = torch.zeros_like(flow)
-            sums["photometric_l1"] += float(photometric_l1(first, second, flow)) * n
-            sums["ssim"] += float(warped_ssim(first, second, flow)) * n
-            sums["zero_photometric_l1"] += float(photometric_l1(first, second, zero)) * n
-            sums["zero_ssim"] += float(warped_ssim(first, second, zero)) * n
-            pairs += n
+    for _, frames, flow in _motion_flows(model, dataset, runtime, batch_size):
+        flow = flow.flatten(0, 1)
+        first, second = frames[:, :-1].flatten(0, 1).float(), frames[:, 1:].flatten(0, 1).float()
+        n = first.shape[0]
+        zero = torch.zeros_like(flow)
+        sums["photometric_l1"] += float(photometric_l1(first, second, flow)) * n
+        sums["ssim"] += float(warped_ssim(first, second, flow)) * n
+        sums["zero_photometric_l1"] += float(photometric_l1(first, second, zero)) * n
+        sums["zero_ssim"] += float(warped_ssim(first, second, zero)) * n
+        pairs += n
     return {**{k: v / max(pairs, 1) for k, v in sums.items()}, "pairs": float(pairs)}
 
 

@@ -44,21 +44,27 @@ def assert_machine(machine: dict) -> None:
 def test_flow_speed_smoke(tmp_path, clips_dir):
     bench = load("benchmarks", "flow_speed")
     out = tmp_path / "out"
-    result = bench.main(["--clips", str(one_clip(tmp_path, clips_dir)), "--sizes", "32,native", "--pairs", "1",
+    result = bench.main(["--clips", str(one_clip(tmp_path, clips_dir)), "--sizes", "32,native", "--pairs", "10",
                          "--repeats", "1", "--native-repeats", "1", "--warmup", "0", "--models", "tiny",
-                         "--stack-size", "32", "--device", "cpu", "--out", str(out)])
+                         "--device", "cpu", "--out", str(out)])
     saved = json.loads((out / "flow_speed.json").read_text())
-    assert set(saved) == {"machine", "settings", "sizes", "compute", "stack"} and saved == json.loads(json.dumps(result))
+    assert set(saved) == {"machine", "settings", "sizes", "compute"} and saved == json.loads(json.dumps(result))
     assert_machine(saved["machine"])
     assert set(saved["sizes"]) == {"32", "native"}
+    classic = {"tvl1", "farneback", "dis"}
+    # 10 pairs make one 10-flow stack: the 11-frame model is timed on them; 1 native pair does not.
+    assert set(saved["sizes"]["32"]["pairs_per_s"]) == {"motionnet-tiny", "motionnet-tiny-w11"} | classic
+    assert set(saved["sizes"]["native"]["pairs_per_s"]) == {"motionnet-tiny"} | classic
     for size in saved["sizes"].values():
-        assert set(size["pairs_per_s"]) == {"motionnet-tiny", "tvl1", "farneback", "dis"}
         assert all(positive(v) for v in size["pairs_per_s"].values())
         assert {"tiny/tvl1", "tiny/dis"} <= set(size["ratios"]) and all(positive(v) for v in size["ratios"].values())
+    assert saved["sizes"]["32"]["pairs"] == 10 and "tiny-w11/tvl1" in saved["sizes"]["32"]["ratios"]
     assert saved["sizes"]["native"]["clips"][0]["size"] == "176x144"
-    tiny = saved["compute"]["models"]["tiny"]
-    assert positive(tiny["gflops_per_pair"]) and tiny["peak_fraction"] is None  # CPU: no GPU peak
-    assert saved["stack"]["frames"] == 11 and positive(saved["stack"]["tvl1/tiny"])
+    compute = saved["compute"]["models"]
+    assert set(compute) == {"tiny", "tiny-w11"} and all(positive(m["gflops_per_pair"]) for m in compute.values())
+    assert all(m["peak_fraction"] is None for m in compute.values())  # CPU: no GPU peak
+    # Per pair, the window model shares its encoder over 10 flows: fewer FLOPs than the pair model.
+    assert compute["tiny-w11"]["gflops_per_pair"] < compute["tiny"]["gflops_per_pair"]
     assert "| tvl1 |" in (out / "flow_speed.md").read_text()
 
 
