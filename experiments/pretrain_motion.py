@@ -16,17 +16,21 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from hidden2stream.cli import OneLineParser, existing_dir, frame_count, image_size, positive_int, run_cli
+from hidden2stream.cli import (OneLineParser, existing_dir, existing_path, frame_count, image_size, positive_int,
+                               run_cli)
 from hidden2stream.data.clips import VideoWindowDataset
 from hidden2stream.data.synthetic_flow import SyntheticFlowConfig, SyntheticFlowDataset
+from hidden2stream.errors import CheckpointError
 from hidden2stream.evaluate import (evaluate_classic_flow, evaluate_flow, evaluate_photometric,
                                     markdown_table, save_flow_pictures)
 from hidden2stream.losses.motion import PRESETS
-from hidden2stream.models.motionnet import MOTIONNETS, build_motionnet
+from hidden2stream.models.motionnet import MOTIONNETS, MotionNet, build_motionnet
+from hidden2stream.pretrained import load_motionnet
 from hidden2stream.train.distributed import init_distributed, shutdown_distributed
 from hidden2stream.train.loop import train
 from hidden2stream.train.objectives import MotionObjective
@@ -49,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--videos", type=existing_dir, help="train on T+1 windows of the videos in DIR")
     p.add_argument("--frame-cache", type=Path,
                    help="with --videos: decode each video once into uint8 frames under DIR, then read those")
+    p.add_argument("--init", type=existing_path,
+                   help="start from the weights of this MotionNet checkpoint (e.g. synthetic pretraining "
+                        "before --videos); --resume takes precedence")
     p.add_argument("--images", type=existing_dir,
                    help="synthetic layers textured with the photos in DIR instead of procedural ones")
     p.add_argument("--train-items", type=positive_int, default=20000, help="synthetic items per epoch")
@@ -81,6 +88,15 @@ def datasets(args: argparse.Namespace):
     return SyntheticFlowDataset(args.train_items, synthetic, seed=args.seed), held_out, None
 
 
+def init_weights(model: MotionNet, path: Path) -> None:
+    """Copy the weights of the MotionNet in checkpoint ``path``; refuse another architecture."""
+    source = load_motionnet(path)
+    if source.config != model.config:
+        raise CheckpointError(f"--init {path} holds MotionNet {asdict(source.config)}, this run builds "
+                              f"{asdict(model.config)}")
+    model.load_state_dict(source.state_dict())
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     rank, world_size, local_rank = init_distributed()
@@ -89,6 +105,8 @@ def main(argv: list[str] | None = None) -> dict:
         train_set, held_out, clips = datasets(args)
         torch.manual_seed(args.seed)  # same initial weights on every rank and every rerun
         model = build_motionnet(args.model, args.frames)
+        if args.init:
+            init_weights(model, args.init)
         optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
         config = train_config_from_args(args, milestones=PAPER_MILESTONES)
         result = train(model, train_set, MotionObjective(PRESETS[args.loss]()), optimizer, config,

@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from hidden2stream.data.synthetic_actions import SyntheticActionDataset
+from hidden2stream.errors import CheckpointError
 from hidden2stream.flow.io import read_flo
+from hidden2stream.pretrained import load_motionnet
 from hidden2stream.train.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,6 +60,18 @@ def test_pretraining_writes_checkpoint_report_and_pictures(motion_run):
     assert report["steps"] == 6
     assert (motion_run / "flow_synthetic.png").stat().st_size > 0
     assert load_checkpoint(motion_run / "checkpoint.pt", kind="motionnet")["step"] == 6
+
+
+def test_pretraining_starts_from_init_weights_and_refuses_another_architecture(tmp_path, motion_run):
+    source = motion_run / "checkpoint.pt"
+    out = tmp_path / "init"
+    script("pretrain_motion").main(["--out", str(out), "--steps", "1", "--lr", "0", "--init", str(source),
+                                    "--no-tvl1", *MOTION])
+    before, after = load_motionnet(source).state_dict(), load_motionnet(out / "checkpoint.pt").state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # lr 0: the run kept the --init weights
+    with pytest.raises(CheckpointError, match="frames"):
+        script("pretrain_motion").main(["--out", str(tmp_path / "other"), "--steps", "1", "--init", str(source),
+                                        "--no-tvl1", *MOTION[2:], "--frames", "4"])
 
 
 def test_pretraining_on_videos_reports_photometric_error(tmp_path, clips_dir):
