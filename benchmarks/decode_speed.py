@@ -1,4 +1,5 @@
-"""Decoding speed: windows/s for random T+1-frame windows, seek vs. decode-from-start vs. frame cache.
+"""Input speed: windows/s for random T+1-frame windows, seek vs. decode-from-start vs. frame cache,
+and items/s of the embedded generators (synthetic flow windows, synthetic action clips).
 
     python benchmarks/decode_speed.py [--clips DIR] [--frames 11] [--size 112] [--windows 20]
                                       [--repeats 3] [--out benchmarks/results]
@@ -6,15 +7,14 @@
 ``--windows`` random windows are drawn over the clips (round robin, fixed seed); every mode
 reads the same windows, shorter side resized to ``--size``. Each mode is timed ``--repeats``
 times and the median is reported. The frame cache is extracted once (its time is reported
-separately), then windows are read from the memory-mapped ``.npy``. Writes
+separately), then windows are read from the memory-mapped ``.npy``. The generators make
+``--windows`` items each at 64x64 (the CPU training size), median of the repeats too. Writes
 ``decode_speed.json`` and ``decode_speed.md`` to ``--out``.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -24,8 +24,10 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
-from benchmarks.common import machine_info, machine_line
+from benchmarks.common import machine_info, machine_line, median, write_results
 from hidden2stream.data.frame_cache import extract_frames, read_cached_frames
+from hidden2stream.data.synthetic_actions import SyntheticActionConfig, SyntheticActionDataset
+from hidden2stream.data.synthetic_flow import SyntheticFlowConfig, SyntheticFlowDataset
 from hidden2stream.data.video import probe_video, read_frames, scaled_size
 from hidden2stream.errors import UserError, VideoError
 from hidden2stream.paths import shared_data
@@ -55,6 +57,22 @@ def _windows(clips: list[tuple[Path, int]], count: int, frames: int, seed: int) 
     return out
 
 
+def _generation_rates(frames: int, items: int, repeats: int) -> dict[str, float]:
+    """Items/s of the embedded generators at 64x64 (median over ``repeats`` passes of ``items``)."""
+    datasets = {"synthetic_flow": SyntheticFlowDataset(items, SyntheticFlowConfig(frames=frames)),
+                "synthetic_actions": SyntheticActionDataset(items, SyntheticActionConfig(frames=frames))}
+    rates = {}
+    for name, dataset in datasets.items():
+        seconds = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for index in range(items):
+                dataset[index]
+            seconds.append(time.perf_counter() - t0)
+        rates[name] = items / max(median(seconds), 1e-9)
+    return rates
+
+
 def _markdown(result: dict) -> str:
     rows = ["| clip | frames | size | windows | seek win/s | no-seek win/s | cache win/s | seek speedup |",
             "|---|---|---|---|---|---|---|---|"]
@@ -64,7 +82,9 @@ def _markdown(result: dict) -> str:
     m = result["machine"]
     return (f"Decode speed, windows of {result['settings']['frames']} frames, shorter side "
             f"{result['settings']['size']}, median of {result['settings']['repeats']} repeats "
-            f"({machine_line(m)})\n\n" + "\n".join(rows) + "\n")
+            f"({machine_line(m)})\n\n" + "\n".join(rows) + "\n\n"
+            + "| generator (64x64, no files) | items/s |\n|---|---|\n"
+            + "".join(f"| {name} | {rate:.1f} |\n" for name, rate in result["generators"].items()))
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -108,17 +128,18 @@ def run(args: argparse.Namespace) -> dict:
         row = {"clip": path.name, "frames": num_frames, "size": f"{sizes[c][1]}x{sizes[c][0]}", "windows": n,
                "cache_extract_s": round(extract_s[c][1], 3)}
         for mode in MODES:
-            row[mode] = n / max(statistics.median(rep[c] for rep in seconds[mode]), 1e-9)
+            row[mode] = n / max(median([rep[c] for rep in seconds[mode]]), 1e-9)
         rows.append(row)
     total = {"windows": len(windows), "cache_extract_s": round(sum(s for _, s in extract_s.values()), 3)}
     for mode in MODES:
-        total[mode] = len(windows) / max(statistics.median(sum(rep) for rep in seconds[mode]), 1e-9)
+        total[mode] = len(windows) / max(median([sum(rep) for rep in seconds[mode]]), 1e-9)
     return {
         "machine": machine_info(),
         "settings": {"clips": str(args.clips), "frames": args.frames, "size": args.size,
                      "windows": args.windows, "repeats": args.repeats, "seed": args.seed},
         "clips": rows,
         "total": total,
+        "generators": _generation_rates(args.frames, args.windows, args.repeats),
     }
 
 
@@ -137,9 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     table = _markdown(result)
     print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "decode_speed.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "decode_speed.md").write_text(table)
+    write_results(args.out, "decode_speed", result, table)
     return 0
 
 

@@ -62,6 +62,18 @@ def test_pretraining_writes_checkpoint_report_and_pictures(motion_run):
     assert load_checkpoint(motion_run / "checkpoint.pt", kind="motionnet")["step"] == 6
 
 
+def test_pretraining_recipes_set_defaults_that_options_override():
+    pretrain = script("pretrain_motion")
+    paper = pretrain.parse_args(["--recipe", "paper"])
+    assert (paper.model, paper.frames, paper.size, paper.lr, paper.batch_size, paper.steps) == (
+        "paper", 11, (224, 224), 3.2e-5, 16, 400_000)
+    best = pretrain.parse_args(["--recipe", "cpu-best", "--steps", "7"])
+    assert (best.loss, best.steps, best.model) == ("paper", 7, "tiny")
+    assert pretrain.parse_args([]).loss == "improved"
+    with pytest.raises(SystemExit):
+        pretrain.parse_args(["--recipe", "fastest"])
+
+
 def test_pretraining_starts_from_init_weights_and_refuses_another_architecture(tmp_path, motion_run):
     source = motion_run / "checkpoint.pt"
     out = tmp_path / "init"

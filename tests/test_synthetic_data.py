@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from pathlib import Path
 
 import pytest
@@ -256,15 +255,3 @@ def test_action_config_rejects_paths_that_do_not_fit() -> None:
         SyntheticActionConfig(clip_frames=32)
     with pytest.raises(UserError):
         SyntheticActionConfig(motions=9)
-
-
-def test_generation_speed() -> None:
-    actions, flows = SyntheticActionDataset(20), SyntheticFlowDataset(20)
-    start = time.perf_counter()
-    for index in range(20):
-        actions[index]
-    assert time.perf_counter() - start < 2.0
-    start = time.perf_counter()
-    for index in range(20):
-        flows[index]
-    assert time.perf_counter() - start < 1.0

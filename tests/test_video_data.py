@@ -216,9 +216,12 @@ def test_decode_speed_benchmark_smoke(tmp_path, clips_dir, capsys):
     assert bench.main(["--clips", str(folder), "--frames", "3", "--size", "32", "--windows", "2",
                        "--repeats", "1", "--out", str(out)]) == 0
     result = json.loads((out / "decode_speed.json").read_text())
-    assert set(result) == {"machine", "settings", "clips", "total"}
+    assert set(result) == {"machine", "settings", "clips", "total", "generators"}
+    assert set(result["generators"]) == {"synthetic_flow", "synthetic_actions"}
+    assert all(rate > 0 for rate in result["generators"].values())
     assert {"seek", "no_seek", "cache", "windows", "cache_extract_s"} <= set(result["total"])
     assert result["total"]["windows"] == 2 and result["machine"]["cores"] >= 1
     assert "| carphone_lowbitrate.mp4 |" in (out / "decode_speed.md").read_text()
+    assert "| synthetic_actions |" in (out / "decode_speed.md").read_text()
     assert bench.main(["--clips", str(tmp_path / "absent")]) == 2
     assert capsys.readouterr().err.strip().endswith("not found")
