@@ -26,8 +26,8 @@ from hidden2stream.cli import (OneLineParser, existing_dir, existing_path, frame
 from hidden2stream.data.clips import VideoWindowDataset
 from hidden2stream.data.synthetic_flow import SyntheticFlowConfig, SyntheticFlowDataset
 from hidden2stream.errors import CheckpointError
-from hidden2stream.evaluate import (evaluate_classic_flow, evaluate_flow, evaluate_photometric,
-                                    markdown_table, save_flow_pictures)
+from hidden2stream.evaluate import (evaluate_classic_flow, evaluate_classic_photometric, evaluate_flow,
+                                    evaluate_photometric, markdown_table, save_flow_pictures)
 from hidden2stream.losses.motion import PRESETS
 from hidden2stream.models.motionnet import MOTIONNETS, MotionNet, build_motionnet
 from hidden2stream.pretrained import load_motionnet
@@ -145,6 +145,8 @@ def main(argv: list[str] | None = None) -> dict:
             report["tvl1"] = evaluate_classic_flow("tvl1", held_out)
         if clips is not None:
             report["clips"] = evaluate_photometric(model, clips, runtime)
+            if not args.no_tvl1:
+                report["clips_tvl1"] = evaluate_classic_photometric("tvl1", clips)
         save_flow_pictures(model, [held_out[i]["frames"] for i in range(min(4, len(held_out)))],
                            args.out / "flow_synthetic.png", runtime)
         if clips is not None:
@@ -171,7 +173,9 @@ def format_report(report: dict) -> str:
         c = report["clips"]
         text += "\n\nheld-out clip windows: " + f"{int(c['pairs'])} pairs\n" + markdown_table(
             ["flow", "photometric L1", "SSIM"],
-            [["MotionNet", c["photometric_l1"], c["ssim"]], ["zero flow", c["zero_photometric_l1"], c["zero_ssim"]]])
+            [["MotionNet", c["photometric_l1"], c["ssim"]], ["zero flow", c["zero_photometric_l1"], c["zero_ssim"]]]
+            + ([["OpenCV TV-L1", report["clips_tvl1"]["photometric_l1"], report["clips_tvl1"]["ssim"]]]
+               if "clips_tvl1" in report else []))
     return text
 
 

@@ -79,6 +79,18 @@ def evaluate_classic_flow(method: str, dataset: Dataset, limit: int | None = Non
     return totals.result()
 
 
+def _photometric_sums(sums: dict[str, float], frames: torch.Tensor, flow: torch.Tensor, prefix: str = "") -> int:
+    """Add photometric L1 and SSIM of ``(N, T+1, 3, H, W)`` frames under ``(N, T, 2, H, W)`` flows
+    (times the pair count) to ``sums``; returns the number of pairs."""
+    first, second = frames[:, :-1].flatten(0, 1).float(), frames[:, 1:].flatten(0, 1).float()
+    flow = flow.flatten(0, 1)
+    n = first.shape[0]
+    sums[f"{prefix}photometric_l1"] = sums.get(f"{prefix}photometric_l1", 0.0) + float(
+        photometric_l1(first, second, flow)) * n
+    sums[f"{prefix}ssim"] = sums.get(f"{prefix}ssim", 0.0) + float(warped_ssim(first, second, flow)) * n
+    return n
+
+
 def evaluate_photometric(model: nn.Module, dataset: Dataset, runtime: Runtime,
                          batch_size: int = 8) -> dict[str, float]:
     """Photometric L1 and SSIM of frame t+1 warped by the predicted flow onto frame t, vs zero flow.
@@ -86,18 +98,22 @@ def evaluate_photometric(model: nn.Module, dataset: Dataset, runtime: Runtime,
     For real clips with no ground truth: lower L1 / higher SSIM than zero flow means the flow
     explains the motion.
     """
-    sums = {"photometric_l1": 0.0, "ssim": 0.0, "zero_photometric_l1": 0.0, "zero_ssim": 0.0}
+    sums: dict[str, float] = {}
     pairs = 0
     for _, frames, flow in _motion_flows(model, dataset, runtime, batch_size):
-        flow = flow.flatten(0, 1)
-        first, second = frames[:, :-1].flatten(0, 1).float(), frames[:, 1:].flatten(0, 1).float()
-        n = first.shape[0]
-        zero = torch.zeros_like(flow)
-        sums["photometric_l1"] += float(photometric_l1(first, second, flow)) * n
-        sums["ssim"] += float(warped_ssim(first, second, flow)) * n
-        sums["zero_photometric_l1"] += float(photometric_l1(first, second, zero)) * n
-        sums["zero_ssim"] += float(warped_ssim(first, second, zero)) * n
-        pairs += n
+        pairs += _photometric_sums(sums, frames, flow)
+        _photometric_sums(sums, frames, torch.zeros_like(flow), "zero_")
+    return {**{k: v / max(pairs, 1) for k, v in sums.items()}, "pairs": float(pairs)}
+
+
+def evaluate_classic_photometric(method: str, dataset: Dataset, limit: int | None = None) -> dict[str, float]:
+    """Photometric L1 and SSIM of an OpenCV method's flow (``tvl1``, ...) on the same windows."""
+    sums: dict[str, float] = {}
+    pairs = 0
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    for i in tqdm(range(count), desc=f"{method} flow", leave=False, disable=None):
+        frames = dataset[i]["frames"]
+        pairs += _photometric_sums(sums, frames[None], classic_flow_sequence(method, frames)[None])
     return {**{k: v / max(pairs, 1) for k, v in sums.items()}, "pairs": float(pairs)}
 
 

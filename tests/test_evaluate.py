@@ -5,7 +5,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from hidden2stream.evaluate import (ActionReport, action_table, confusion_matrix, evaluate_actions, evaluate_flow,
+from hidden2stream.data.synthetic_flow import SyntheticFlowConfig, SyntheticFlowDataset
+from hidden2stream.evaluate import (ActionReport, action_table, confusion_matrix, evaluate_actions,
+                                    evaluate_classic_photometric, evaluate_flow, evaluate_photometric,
                                     save_confusion_png)
 from hidden2stream.train.runtime import Runtime
 
@@ -34,6 +36,24 @@ class Shifted(Dataset):
 def test_flow_evaluation_compares_with_zero_flow():
     result = evaluate_flow(ExactFlow(), Shifted(), CPU, batch_size=2)
     assert result["epe"] == 0.0 and result["zero_epe"] == 1.5 and result["pairs"] == 3
+
+
+class GroundTruthFlow(nn.Module):
+    """A stand-in flow model that returns the exact flow of ``WINDOWS`` (looked up by frames)."""
+
+    def forward(self, frames, all_scales=None):
+        return torch.stack([next(w["flow"] for w in WINDOWS if torch.equal(w["frames"], f)) for f in frames])
+
+
+WINDOWS = SyntheticFlowDataset(2, SyntheticFlowConfig(frames=3, height=32, width=32), seed=5)
+
+
+def test_photometric_evaluation_of_true_and_classic_flow_beats_zero_flow():
+    ours = evaluate_photometric(GroundTruthFlow(), WINDOWS, CPU, batch_size=2)
+    assert ours["pairs"] == 4 and set(ours) == {"photometric_l1", "ssim", "zero_photometric_l1", "zero_ssim", "pairs"}
+    assert ours["photometric_l1"] < 0.5 * ours["zero_photometric_l1"] and ours["ssim"] > ours["zero_ssim"]
+    tvl1 = evaluate_classic_photometric("tvl1", WINDOWS)
+    assert tvl1["pairs"] == 4 and tvl1["photometric_l1"] < ours["zero_photometric_l1"]
 
 
 class Oracle(nn.Module):

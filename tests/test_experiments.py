@@ -86,11 +86,13 @@ def test_pretraining_starts_from_init_weights_and_refuses_another_architecture(t
                                         "--no-tvl1", *MOTION[2:], "--frames", "4"])
 
 
-def test_pretraining_on_videos_reports_photometric_error(tmp_path, clips_dir):
+def test_pretraining_on_videos_reports_photometric_error(tmp_path, clips_dir, capsys):
     report = script("pretrain_motion").main(["--out", str(tmp_path), "--steps", "2", "--videos",
-                                             str(clips_dir), "--no-tvl1", *MOTION])
-    assert report["clips"]["pairs"] > 0
+                                             str(clips_dir), *MOTION])
+    assert report["clips"]["pairs"] > 0 and report["clips_tvl1"]["pairs"] == report["clips"]["pairs"]
     assert 0 < report["clips"]["zero_photometric_l1"] < 1
+    assert report["clips_tvl1"]["photometric_l1"] < report["clips"]["zero_photometric_l1"]
+    assert capsys.readouterr().out.count("| OpenCV TV-L1 |") == 2  # synthetic and clip tables
 
 
 def test_flow_command_on_a_frame_pair(tmp_path, motion_run, frame_pairs_dir):
