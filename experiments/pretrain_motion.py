@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="loss preset: paper = the paper's three losses; occlusion/edge/improved add "
                         "forward-backward occlusion masking and/or edge-aware smoothness")
     p.add_argument("--videos", type=existing_dir, help="train on T+1 windows of the videos in DIR")
+    p.add_argument("--short-side", type=positive_int,
+                   help="with --videos: resize frames to this shorter side, then crop --size (random crops for "
+                        "training, centre crops held out); default: the crop's larger side")
     p.add_argument("--frame-cache", type=Path,
                    help="with --videos: decode each video once into uint8 frames under DIR, then read those")
     p.add_argument("--init", type=existing_path,
@@ -104,10 +107,10 @@ def datasets(args: argparse.Namespace):
     held_out = SyntheticFlowDataset(args.eval_items, synthetic, seed=10_000 + args.seed)
     if args.videos:
         train_set = VideoWindowDataset(args.videos, frames=args.frames, size=args.size, part="train",
-                                       seed=args.seed, cache_dir=args.frame_cache)
+                                       seed=args.seed, cache_dir=args.frame_cache, short_side=args.short_side)
         clips = VideoWindowDataset(args.videos, frames=args.frames, size=args.size, part="val",
                                    windows_per_video=max(1, args.eval_items // 4), seed=args.seed,
-                                   cache_dir=args.frame_cache)
+                                   cache_dir=args.frame_cache, short_side=args.short_side)
         return train_set, held_out, clips
     return SyntheticFlowDataset(args.train_items, synthetic, seed=args.seed), held_out, None
 

@@ -37,12 +37,12 @@ def test_backward_warp_integer_translation_is_exact():
 
 
 def test_backward_warp_subpixel_translation():
-    u, v = 1.5, -0.25
+    u, v = 1.75, -0.75
     frame0 = smooth_texture(24, 32)[None]
     frame1 = smooth_texture(24, 32, dx=u, dy=v)[None]
     warped, valid = backward_warp(frame1, constant_flow(1, 24, 32, u, v))
-    assert torch.all(valid[..., 0, :] == 0)  # y - 0.25 leaves the top row
-    assert torch.all(valid[..., -2:] == 0) and torch.all(valid[..., 1:, :-2] == 1)
+    assert torch.all(valid[..., 0, :] == 0)  # y - 0.75 leaves the frame's area (y < -0.5)
+    assert torch.all(valid[..., -2:] == 0) and torch.all(valid[..., 1:, :-2] == 1)  # x + 1.75 > 31.5
     inside = valid.bool().expand_as(warped)
     assert (warped[inside] - frame0[inside]).abs().max() < 0.02
 
@@ -64,6 +64,17 @@ def test_backward_warp_last_column_is_valid():
     # a flow of (W-1, 0) maps column 0 exactly onto the last column, still valid
     _, valid = backward_warp(torch.rand(1, 1, 3, 5), constant_flow(1, 3, 5, 4.0, 0.0))
     assert valid[0, 0, :, 0].tolist() == [1.0, 1.0, 1.0] and valid[0, 0, :, 1:].sum() == 0
+
+
+def test_edge_pixels_with_a_small_outward_flow_stay_valid_and_read_the_edge():
+    # Within half a pixel of the frame: still inside its area, sampled from the edge pixel.
+    # (On a 2x2 pyramid level every pixel is an edge pixel; the loss must keep seeing them.)
+    image = torch.arange(4.0).view(1, 1, 2, 2)
+    warped, valid = backward_warp(image, constant_flow(1, 2, 2, 0.4, -0.4))
+    assert bool(valid.all())
+    torch.testing.assert_close(warped, torch.tensor([[[[0.4, 1.0], [1.6, 2.2]]]]))
+    _, valid = backward_warp(image, constant_flow(1, 2, 2, 0.6, 0.0))
+    assert valid[0, 0].tolist() == [[1.0, 0.0], [1.0, 0.0]]
 
 def test_flo_round_trip_is_exact(tmp_path):
     flow = torch.randn(2, 5, 7) * 10

@@ -124,6 +124,22 @@ def test_window_dataset_over_shared_clips(clips_dir):
     assert torch.equal(first, val[3]["frames"])
 
 
+def test_window_dataset_crops_from_a_larger_short_side(clips_dir):
+    val = VideoWindowDataset(clips_dir, frames=3, size=(32, 32), windows_per_video=1, part="val", short_side=64)
+    index = [path.name for path, _, _ in val.videos].index("carphone.mp4")  # 176x144 -> 78x64
+    crop = val[index]["frames"]
+    path, first, length = val.videos[index]
+    info = probe_video(path)
+    # the held-out window is the centre 32x32 of 78x64 frames, at some start in the held-out part
+    centres = [read_frames(path, start, 3, scaled_size(info.width, info.height, 64))[..., 16:48, 23:55]
+               for start in range(first, first + length - 2)]
+    assert crop.shape == (3, 3, 32, 32) and any(torch.allclose(crop, c, atol=1 / 255) for c in centres)
+    train = VideoWindowDataset(clips_dir, frames=3, size=(32, 32), windows_per_video=4, short_side=96)
+    assert {tuple(train[i]["frames"].shape) for i in range(len(train))} == {(3, 3, 32, 32)}
+    with pytest.raises(UserError, match="smaller than the crop"):
+        VideoWindowDataset(clips_dir, frames=3, size=(32, 32), short_side=16)
+
+
 def test_window_dataset_skips_bad_videos_with_log_lines(tmp_path, clips_dir, bad_videos_dir, caplog):
     folder = _link(tmp_path / "videos", clips_dir / "carphone_lowbitrate.mp4", *sorted(bad_videos_dir.iterdir()))
     with caplog.at_level(logging.WARNING, logger="hidden2stream.data.clips"):

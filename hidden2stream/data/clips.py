@@ -42,13 +42,16 @@ class VideoWindowDataset(Dataset):
 
     Item ``i`` comes from video ``i % n`` at a random start drawn from a generator seeded by
     ``(seed, i, epoch)`` (call :meth:`set_epoch`); the validation part ignores the epoch so
-    its windows are fixed. Frames are resized (shorter side to ``max(size)``) and centre
-    cropped to ``size = (H, W)``.
+    its windows are fixed. Frames are resized (shorter side to ``short_side``, default
+    ``max(size)``) and cropped to ``size = (H, W)``: at a random position for training windows,
+    in the centre for validation windows. A ``short_side`` above ``max(size)`` keeps more of the
+    video's resolution (larger motions in pixels) at the cost of a crop of ``size``.
     """
 
     def __init__(self, folder: str | Path, frames: int = 11, size: tuple[int, int] = (64, 64),
                  windows_per_video: int = 64, part: str = "train", val_fraction: float = 0.2,
-                 seed: int = 0, seek: bool = True, cache_dir: str | Path | None = None) -> None:
+                 seed: int = 0, seek: bool = True, cache_dir: str | Path | None = None,
+                 short_side: int | None = None) -> None:
         folder = Path(folder)
         if not folder.is_dir():
             raise UserError(f"video folder {folder} does not exist")
@@ -58,6 +61,9 @@ class VideoWindowDataset(Dataset):
             raise UserError(f"val_fraction must be in (0, 1), got {val_fraction}")
         if frames < 2 or windows_per_video < 1:
             raise UserError(f"need frames >= 2 and windows_per_video >= 1, got {frames}, {windows_per_video}")
+        self.short_side = max(size) if short_side is None else short_side
+        if self.short_side < max(size):
+            raise UserError(f"short_side {self.short_side} is smaller than the crop {size[0]}x{size[1]}")
         self.frames, self.size, self.part = frames, tuple(size), part
         self.windows_per_video, self.seed, self.seek = windows_per_video, seed, seek
         self.cache_dir = cache_dir
@@ -100,10 +106,11 @@ class VideoWindowDataset(Dataset):
             path, first, length = self.videos[v]
             start = first + min(int(offset * (length - self.frames + 1)), length - self.frames)
             try:
-                window = read_window(path, start, self.frames, max(self.size), self.cache_dir, self.seek)
+                window = read_window(path, start, self.frames, self.short_side, self.cache_dir, self.seek)
             except VideoError as exc:
                 self._failed.add(v)
                 log.warning("video %s failed to decode, using other videos instead: %s", path.name, exc)
                 continue
-            return {"frames": centre_crop(window, self.size).contiguous()}
+            crop = random_crop(window, self.size, generator) if self.part == "train" else centre_crop(window, self.size)
+            return {"frames": crop.contiguous()}
         raise UserError(f"every video failed to decode ({n} videos, e.g. {self.videos[0][0]})")

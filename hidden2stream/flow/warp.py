@@ -24,7 +24,7 @@ def pixel_grid(
 
 
 def backward_warp(image: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
-    """Sample ``image`` at ``x + flow(x)`` (bilinear, zeros outside the frame).
+    """Sample ``image`` at ``x + flow(x)`` (bilinear; the edge pixels extend past the frame).
 
     Args:
         image: ``(N, C, H, W)``, e.g. frame t+1.
@@ -32,10 +32,16 @@ def backward_warp(image: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
 
     Returns:
         ``warped (N, C, H, W)``, which reconstructs frame t when ``image`` is frame t+1, and
-        ``valid (N, 1, H, W)``: 1 where the sample point lies inside ``[0, W-1] x [0, H-1]``,
-        else 0. Both are in the flow's dtype promoted to at least float32 (half-precision grids
+        ``valid (N, 1, H, W)``: 1 where the sample point lies inside the frame's area
+        ``[-0.5, W-0.5] x [-0.5, H-0.5]`` (pixel centres at integers), else 0. Both are in the flow's dtype promoted to at least float32 (half-precision grids
         cannot address pixels beyond 256 exactly); the image is cast to it, so any input precision
         works, under autocast too.
+
+    Why the half-pixel margin: a point that moves a fraction of a pixel past the last pixel centre
+    is still inside the frame. Calling it invalid (the ``[0, W-1]`` rule) drops every edge pixel
+    with a tiny outward flow from the photometric loss, and on the coarse pyramid levels (2x2,
+    4x4), where almost all pixels are edge pixels, the loss then rewards drifting flows that
+    nothing pulls back.
     """
     if image.ndim != 4 or flow.ndim != 4 or flow.shape[1] != 2:
         raise ValueError(
@@ -48,12 +54,12 @@ def backward_warp(image: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
     flow = flow.to(torch.promote_types(flow.dtype, torch.float32))
     coords = pixel_grid(height, width, device=flow.device, dtype=flow.dtype).unsqueeze(0) + flow
     x, y = coords[:, 0], coords[:, 1]
-    valid = (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
+    valid = (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)
     # align_corners=True: pixel 0 -> -1 and pixel W-1 -> +1.
     grid_x = 2.0 * x / max(width - 1, 1) - 1.0
     grid_y = 2.0 * y / max(height - 1, 1) - 1.0
     grid = torch.stack((grid_x, grid_y), dim=-1)
     warped = F.grid_sample(
-        image.to(flow.dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=True
+        image.to(flow.dtype), grid, mode="bilinear", padding_mode="border", align_corners=True
     )
     return warped, valid.unsqueeze(1).to(flow.dtype)

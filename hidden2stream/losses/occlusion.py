@@ -14,11 +14,11 @@ def forward_backward_occlusion(
     """Non-occluded mask ``(N, 1, H, W)`` (1 = visible in both frames), detached.
 
     ``flow_fw`` is the flow frame t -> t+1 and ``flow_bw`` the flow t+1 -> t, both ``(N, 2, H, W)``
-    in pixels. A pixel is visible when going forward and then back returns near the start:
-    ``|fw + bw(x + fw)|^2 < alpha1 * (|fw|^2 + |bw(x + fw)|^2) + alpha2``. Pixels whose forward
-    target leaves the frame read zero backward flow and are usually marked occluded.
+    in pixels. A pixel is visible when its forward target lies inside frame t+1 and going forward
+    and then back returns near the start:
+    ``|fw + bw(x + fw)|^2 < alpha1 * (|fw|^2 + |bw(x + fw)|^2) + alpha2``.
     """
-    bw_at_target, _ = backward_warp(flow_bw, flow_fw)
+    bw_at_target, inside = backward_warp(flow_bw, flow_fw)
     mismatch = (flow_fw + bw_at_target).pow(2).sum(dim=1, keepdim=True)
     lengths = flow_fw.pow(2).sum(dim=1, keepdim=True) + bw_at_target.pow(2).sum(dim=1, keepdim=True)
-    return (mismatch < alpha1 * lengths + alpha2).to(flow_fw.dtype)
+    return ((mismatch < alpha1 * lengths + alpha2) & (inside > 0)).to(flow_fw.dtype)
