@@ -79,42 +79,68 @@ def evaluate_classic_flow(method: str, dataset: Dataset, limit: int | None = Non
     return totals.result()
 
 
-def _photometric_sums(sums: dict[str, float], frames: torch.Tensor, flow: torch.Tensor, prefix: str = "") -> int:
-    """Add photometric L1 and SSIM of ``(N, T+1, 3, H, W)`` frames under ``(N, T, 2, H, W)`` flows
-    (times the pair count) to ``sums``; returns the number of pairs."""
-    first, second = frames[:, :-1].flatten(0, 1).float(), frames[:, 1:].flatten(0, 1).float()
-    flow = flow.flatten(0, 1)
-    n = first.shape[0]
-    sums[f"{prefix}photometric_l1"] = sums.get(f"{prefix}photometric_l1", 0.0) + float(
-        photometric_l1(first, second, flow)) * n
-    sums[f"{prefix}ssim"] = sums.get(f"{prefix}ssim", 0.0) + float(warped_ssim(first, second, flow)) * n
-    return n
+class _PhotometricTotals:
+    """Pair-weighted means of photometric L1 and SSIM per flow source, overall and per video."""
+
+    def __init__(self, video_names: Sequence[str] | None) -> None:
+        self.video_names = video_names
+        self.sums: dict[str, float] = {}
+        self.videos: dict[str, dict[str, float]] = {}
+
+    @staticmethod
+    def _add(sums: dict[str, float], frames: torch.Tensor, flow: torch.Tensor, prefix: str) -> None:
+        first, second = frames[:, :-1].flatten(0, 1).float(), frames[:, 1:].flatten(0, 1).float()
+        flow = flow.flatten(0, 1)
+        n = first.shape[0]
+        for name, metric in (("photometric_l1", photometric_l1), ("ssim", warped_ssim)):
+            sums[prefix + name] = sums.get(prefix + name, 0.0) + float(metric(first, second, flow)) * n
+        if not prefix:
+            sums["pairs"] = sums.get("pairs", 0.0) + n
+
+    def add(self, batch: dict, frames: torch.Tensor, flow: torch.Tensor, prefix: str = "") -> None:
+        """``frames (N, T+1, 3, H, W)`` under ``flow (N, T, 2, H, W)``; ``prefix`` names the source."""
+        self._add(self.sums, frames, flow, prefix)
+        if self.video_names is not None and "video" in batch:
+            for j, video in enumerate(batch["video"].tolist()):
+                group = self.videos.setdefault(self.video_names[video], {})
+                self._add(group, frames[j:j + 1], flow[j:j + 1], prefix)
+
+    def result(self) -> dict:
+        def means(sums: dict[str, float]) -> dict[str, float]:
+            pairs = max(sums.get("pairs", 0.0), 1.0)
+            return {k: v if k == "pairs" else v / pairs for k, v in sums.items()}
+
+        out: dict = means(self.sums)
+        if self.videos:
+            out["videos"] = {name: means(sums) for name, sums in sorted(self.videos.items())}
+        return out
 
 
 def evaluate_photometric(model: nn.Module, dataset: Dataset, runtime: Runtime,
-                         batch_size: int = 8) -> dict[str, float]:
+                         batch_size: int = 8) -> dict:
     """Photometric L1 and SSIM of frame t+1 warped by the predicted flow onto frame t, vs zero flow.
 
     For real clips with no ground truth: lower L1 / higher SSIM than zero flow means the flow
-    explains the motion.
+    explains the motion. When items carry ``"video"`` (an index into ``dataset.video_names``) the
+    result also holds the same figures per video under ``"videos"``.
     """
-    sums: dict[str, float] = {}
-    pairs = 0
-    for _, frames, flow in _motion_flows(model, dataset, runtime, batch_size):
-        pairs += _photometric_sums(sums, frames, flow)
-        _photometric_sums(sums, frames, torch.zeros_like(flow), "zero_")
-    return {**{k: v / max(pairs, 1) for k, v in sums.items()}, "pairs": float(pairs)}
+    totals = _PhotometricTotals(getattr(dataset, "video_names", None))
+    for batch, frames, flow in _motion_flows(model, dataset, runtime, batch_size):
+        totals.add(batch, frames, flow)
+        totals.add(batch, frames, torch.zeros_like(flow), "zero_")
+    return totals.result()
 
 
-def evaluate_classic_photometric(method: str, dataset: Dataset, limit: int | None = None) -> dict[str, float]:
-    """Photometric L1 and SSIM of an OpenCV method's flow (``tvl1``, ...) on the same windows."""
-    sums: dict[str, float] = {}
-    pairs = 0
+def evaluate_classic_photometric(method: str, dataset: Dataset, limit: int | None = None) -> dict:
+    """Photometric L1 and SSIM of an OpenCV method's flow (``tvl1``, ...) on the same windows
+    (per video too, as :func:`evaluate_photometric`)."""
+    totals = _PhotometricTotals(getattr(dataset, "video_names", None))
     count = len(dataset) if limit is None else min(limit, len(dataset))
     for i in tqdm(range(count), desc=f"{method} flow", leave=False, disable=None):
-        frames = dataset[i]["frames"]
-        pairs += _photometric_sums(sums, frames[None], classic_flow_sequence(method, frames)[None])
-    return {**{k: v / max(pairs, 1) for k, v in sums.items()}, "pairs": float(pairs)}
+        item = dataset[i]
+        batch = {k: torch.as_tensor(v)[None] for k, v in item.items()}
+        totals.add(batch, batch["frames"], classic_flow_sequence(method, item["frames"])[None])
+    return totals.result()
 
 
 @dataclass

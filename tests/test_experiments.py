@@ -92,7 +92,10 @@ def test_pretraining_on_videos_reports_photometric_error(tmp_path, clips_dir, ca
     assert report["clips"]["pairs"] > 0 and report["clips_tvl1"]["pairs"] == report["clips"]["pairs"]
     assert 0 < report["clips"]["zero_photometric_l1"] < 1
     assert report["clips_tvl1"]["photometric_l1"] < report["clips"]["zero_photometric_l1"]
-    assert capsys.readouterr().out.count("| OpenCV TV-L1 |") == 2  # synthetic and clip tables
+    assert capsys.readouterr().out.count("| OpenCV TV-L1 |") == 3  # synthetic, clip and per-video tables
+    videos = report["clips"]["videos"]
+    assert set(videos) == set(report["clips_tvl1"]["videos"]) and "bikes.mp4" in videos
+    assert sum(v["pairs"] for v in videos.values()) == report["clips"]["pairs"]
 
 
 def test_flow_command_on_a_frame_pair(tmp_path, motion_run, frame_pairs_dir):

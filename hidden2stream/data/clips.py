@@ -38,7 +38,8 @@ def random_crop(frames: torch.Tensor, size: tuple[int, int], generator: torch.Ge
 
 
 class VideoWindowDataset(Dataset):
-    """Windows ``{"frames": (T+1, 3, H, W)}`` from every video file in ``folder``.
+    """Windows ``{"frames": (T+1, 3, H, W), "video": int}`` from every video file in ``folder``
+    (``video`` indexes :attr:`video_names`).
 
     Item ``i`` comes from video ``i % n`` at a random start drawn from a generator seeded by
     ``(seed, i, epoch)`` (call :meth:`set_epoch`); the validation part ignores the epoch so
@@ -86,6 +87,11 @@ class VideoWindowDataset(Dataset):
         if not self.videos:
             raise UserError(f"no usable video in {folder} (need >= {frames} frames per {part} part)")
 
+    @property
+    def video_names(self) -> list[str]:
+        """File names of the usable videos; an item's ``"video"`` indexes this list."""
+        return [path.name for path, _, _ in self.videos]
+
     def set_epoch(self, epoch: int) -> None:
         """Draw new training windows for ``epoch`` (validation windows stay fixed)."""
         self.epoch = epoch
@@ -112,5 +118,5 @@ class VideoWindowDataset(Dataset):
                 log.warning("video %s failed to decode, using other videos instead: %s", path.name, exc)
                 continue
             crop = random_crop(window, self.size, generator) if self.part == "train" else centre_crop(window, self.size)
-            return {"frames": crop.contiguous()}
+            return {"frames": crop.contiguous(), "video": v}
         raise UserError(f"every video failed to decode ({n} videos, e.g. {self.videos[0][0]})")
