@@ -177,13 +177,13 @@ def format_report(report: dict) -> str:
         text += "\n\nheld-out clip windows: " + f"{int(c['pairs'])} pairs\n" + markdown_table(
             ["flow", "photometric L1", "SSIM"],
             [["MotionNet", c["photometric_l1"], c["ssim"]], ["zero flow", c["zero_photometric_l1"], c["zero_ssim"]]]
-            + ([["OpenCV TV-L1", tvl1["photometric_l1"], tvl1["ssim"]]] if tvl1 else []))
+            + ([["OpenCV TV-L1", tvl1["photometric_l1"], tvl1["ssim"]]] if tvl1 else []), decimals=4)
         per_video = [[name, v["photometric_l1"], v["zero_photometric_l1"]]
                      + ([tvl1["videos"][name]["photometric_l1"]] if tvl1 else [])
                      for name, v in c.get("videos", {}).items()]
         if per_video:
             text += "\n\nphotometric L1 per video\n" + markdown_table(
-                ["video", "MotionNet", "zero flow"] + (["OpenCV TV-L1"] if tvl1 else []), per_video)
+                ["video", "MotionNet", "zero flow"] + (["OpenCV TV-L1"] if tvl1 else []), per_video, decimals=4)
     return text
 
 

@@ -263,10 +263,10 @@ def save_flow_pictures(model: nn.Module, clips: Sequence[torch.Tensor], path: st
     return make_grid_png(tiles, path, ncol=2)
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A GitHub Markdown table; floats printed with 3 significant decimals."""
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]], decimals: int = 3) -> str:
+    """A GitHub Markdown table; floats printed with ``decimals`` decimals."""
     def cell(value: object) -> str:
-        return f"{value:.3f}" if isinstance(value, float) else str(value)
+        return f"{value:.{decimals}f}" if isinstance(value, float) else str(value)
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
