@@ -39,8 +39,6 @@ class MotionLossConfig:
       by forward-backward consistency; needs backward flows, ignored without them.
     - ``edge_weight`` (beyond the paper): > 0 makes smoothness edge-aware, letting the flow change
       across image edges (weights ``exp(-edge_weight * |image gradient|)``).
-    - ``census`` (beyond the paper): the reconstruction term compares census transforms instead
-      of intensities (:mod:`hidden2stream.losses.census`), robust to brightness changes.
     """
 
     photometric_weight: float = 1.0
@@ -53,7 +51,6 @@ class MotionLossConfig:
     border: float = 0.1
     occlusion: bool = False
     edge_weight: float = 0.0
-    census: bool = False
 
     @classmethod
     def paper(cls) -> MotionLossConfig:
@@ -71,10 +68,6 @@ class MotionLossConfig:
         return cls(occlusion=True, edge_weight=10.0)
 
 
-def _census_preset() -> MotionLossConfig:
-    return replace(MotionLossConfig.improved(), census=True)
-
-
 def _occlusion_preset() -> MotionLossConfig:
     return replace(MotionLossConfig.paper(), occlusion=True)
 
@@ -88,7 +81,6 @@ PRESETS: dict[str, Callable[[], MotionLossConfig]] = {
     "occlusion": _occlusion_preset,
     "edge": _edge_preset,
     "improved": MotionLossConfig.improved,
-    "census": _census_preset,
 }
 
 
@@ -104,8 +96,7 @@ def _direction_terms(
 ) -> tuple[Tensor, Tensor]:
     """Photometric and SSIM losses of reconstructing frame0 from frame1 warped by ``flow``."""
     photometric = photometric_loss(
-        frame0, frame1, flow, config.photometric_alpha, config.eps, 255.0, config.border, mask,
-        config.census,
+        frame0, frame1, flow, config.photometric_alpha, config.eps, 255.0, config.border, mask
     )
     warped, valid = backward_warp(frame1, flow)
     if mask is not None:
