@@ -190,3 +190,14 @@ def test_bad_arguments_give_one_line(tmp_path, name, args, message):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_main_job_quick_runs_both_stages_and_resumes_to_the_same_summary(tmp_path, capsys):
+    out = tmp_path / "main"
+    first = script("main").main(["--quick", "--out", str(out), "--device", "cpu"])
+    assert (out / "motion" / "checkpoint.pt").exists() and (out / "two_stream" / "checkpoint.pt").exists()
+    assert first["motion"]["synthetic"]["zero_epe"] > 0 and first["two_stream"]["num_classes"] == 12
+    assert "== hidden two-stream on the embedded action data ==" in capsys.readouterr().out
+    again = script("main").main(["--quick", "--out", str(out), "--device", "cpu", "--resume"])
+    assert again["motion"]["synthetic"] == first["motion"]["synthetic"]
+    assert again["two_stream"]["video_top1"] == first["two_stream"]["video_top1"]
