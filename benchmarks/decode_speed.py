@@ -20,11 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
-from benchmarks.common import machine_info, machine_line, median, write_results
+from benchmarks.common import machine_info, machine_line, median, timed, write_results
 from hidden2stream.data.frame_cache import extract_frames, read_cached_frames
 from hidden2stream.data.synthetic_actions import SyntheticActionConfig, SyntheticActionDataset
 from hidden2stream.data.synthetic_flow import SyntheticFlowConfig, SyntheticFlowDataset
@@ -61,14 +62,10 @@ def _generation_rates(frames: int, items: int, repeats: int) -> dict[str, float]
     """Items/s of the embedded generators at 64x64 (median over ``repeats`` passes of ``items``)."""
     datasets = {"synthetic_flow": SyntheticFlowDataset(items, SyntheticFlowConfig(frames=frames)),
                 "synthetic_actions": SyntheticActionDataset(items, SyntheticActionConfig(frames=frames))}
+    cpu = torch.device("cpu")
     rates = {}
     for name, dataset in datasets.items():
-        seconds = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            for index in range(items):
-                dataset[index]
-            seconds.append(time.perf_counter() - t0)
+        seconds = [timed(lambda: [dataset[index] for index in range(items)], cpu) for _ in range(repeats)]
         rates[name] = items / max(median(seconds), 1e-9)
     return rates
 

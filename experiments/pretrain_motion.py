@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not runtime.is_main:
             return {}
         report = {"recipe": args.recipe, "steps": result.step, "train_seconds": result.seconds,
-                  "loss": args.loss,                  "model": args.model, "device": str(runtime.device),
+                  "loss": args.loss, "model": args.model, "device": str(runtime.device),
                   "synthetic": evaluate_flow(model, held_out, runtime)}
         if not args.no_tvl1:
             report["tvl1"] = evaluate_classic_flow("tvl1", held_out)

@@ -76,6 +76,7 @@ def test_edge_pixels_with_a_small_outward_flow_stay_valid_and_read_the_edge():
     _, valid = backward_warp(image, constant_flow(1, 2, 2, 0.6, 0.0))
     assert valid[0, 0].tolist() == [[1.0, 0.0], [1.0, 0.0]]
 
+
 def test_flo_round_trip_is_exact(tmp_path):
     flow = torch.randn(2, 5, 7) * 10
     path = tmp_path / "sub" / "flow.flo"

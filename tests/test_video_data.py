@@ -126,7 +126,7 @@ def test_window_dataset_over_shared_clips(clips_dir):
 
 def test_window_dataset_crops_from_a_larger_short_side(clips_dir):
     val = VideoWindowDataset(clips_dir, frames=3, size=(32, 32), windows_per_video=1, part="val", short_side=64)
-    index = [path.name for path, _, _ in val.videos].index("carphone.mp4")  # 176x144 -> 78x64
+    index = val.video_names.index("carphone.mp4")  # 176x144 -> 78x64
     crop = val[index]["frames"]
     path, first, length = val.videos[index]
     info = probe_video(path)

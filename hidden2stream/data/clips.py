@@ -117,6 +117,9 @@ class VideoWindowDataset(Dataset):
                 self._failed.add(v)
                 log.warning("video %s failed to decode, using other videos instead: %s", path.name, exc)
                 continue
-            crop = random_crop(window, self.size, generator) if self.part == "train" else centre_crop(window, self.size)
+            if self.part == "train":
+                crop = random_crop(window, self.size, generator)
+            else:
+                crop = centre_crop(window, self.size)
             return {"frames": crop.contiguous(), "video": v}
         raise UserError(f"every video failed to decode ({n} videos, e.g. {self.videos[0][0]})")

@@ -33,8 +33,9 @@ def backward_warp(image: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
     Returns:
         ``warped (N, C, H, W)``, which reconstructs frame t when ``image`` is frame t+1, and
         ``valid (N, 1, H, W)``: 1 where the sample point lies inside the frame's area
-        ``[-0.5, W-0.5] x [-0.5, H-0.5]`` (pixel centres at integers), else 0. Both are in the flow's dtype promoted to at least float32 (half-precision grids
-        cannot address pixels beyond 256 exactly); the image is cast to it, so any input precision
+        ``[-0.5, W-0.5] x [-0.5, H-0.5]`` (pixel centres at integers), else 0. Both are in the
+        flow's dtype promoted to at least float32 (half-precision grids cannot address pixels
+        beyond 256 exactly); the image is cast to it, so any input precision
         works, under autocast too.
 
     Why the half-pixel margin: a point that moves a fraction of a pixel past the last pixel centre
