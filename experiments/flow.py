@@ -60,6 +60,9 @@ def _windows(args: argparse.Namespace, frames: int):
         yield 0, torch.stack([first] + [second] * (frames - 1)), 1
         return
     info = probe_video(args.video)
+    if info.num_frames < 2:
+        raise UserError(f"{args.video} has {info.num_frames} frame{'s' if info.num_frames != 1 else ''}: "
+                        "a flow needs at least 2")
     total = min(info.num_frames - 1, args.max_flows)
     steps = frames - 1
     for start in range(0, total, steps):

@@ -25,15 +25,17 @@ from hidden2stream.cli import (OneLineParser, existing_dir, existing_path, frame
                                run_cli)
 from hidden2stream.data.clips import VideoWindowDataset
 from hidden2stream.data.synthetic_flow import SyntheticFlowConfig, SyntheticFlowDataset
-from hidden2stream.errors import CheckpointError
+from hidden2stream.data.augment import clip_augmentation
+from hidden2stream.errors import CheckpointError, UserError
 from hidden2stream.evaluate import (evaluate_classic_flow, evaluate_classic_photometric, evaluate_flow,
                                     evaluate_photometric, markdown_table, save_flow_pictures)
 from hidden2stream.losses.motion import PRESETS
+from hidden2stream.paths import shared_data
 from hidden2stream.models.motionnet import MOTIONNETS, MotionNet, build_motionnet
 from hidden2stream.pretrained import load_motionnet
 from hidden2stream.train.distributed import init_distributed, shutdown_distributed
 from hidden2stream.train.loop import train
-from hidden2stream.train.objectives import MotionObjective
+from hidden2stream.train.objectives import MotionObjective, SupervisedFlowObjective
 from hidden2stream.train.options import add_train_args, train_config_from_args
 from hidden2stream.train.runtime import add_runtime_args, runtime_from_args
 
@@ -49,6 +51,12 @@ RECIPES: dict[str, dict] = {
     # The paper's pretraining (authors' released files): for GPUs and real video.
     "paper": {"model": "paper", "frames": 11, "size": (224, 224), "loss": "paper", "lr": 3.2e-5,
               "batch_size": 16, "steps": 400_000, "weight_decay": 4e-4},
+    # Beyond the paper: the correlation MotionNet warm-started on exact flow of realistic motions
+    # (photo layers at 320x320, zoomed by 0.6-1.0): the first stage of the shipped pair weights.
+    "corr-supervised": {"model": "corr", "frames": 2, "size": (320, 320), "motions": "realistic",
+                        "supervised": True, "scale_range": (0.6, 1.0), "lr": 4e-4, "steps": 3000,
+                        "warmup": 200, "weight_decay": 0.0, "eval_items": 24,
+                        "images": shared_data("images")},
 }
 
 
@@ -77,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "before --videos); --resume takes precedence")
     p.add_argument("--images", type=existing_dir,
                    help="synthetic layers textured with the photos in DIR instead of procedural ones")
+    p.add_argument("--motions", choices=["small", "realistic"], default="small",
+                   help="synthetic motion ranges: small (up to 4 px, the 64x64 default) or realistic "
+                        "(in proportion to the frame: up to 12%% of its side, most motions small)")
+    p.add_argument("--supervised", action="store_true",
+                   help="beyond the paper: train on the synthetic data's exact flow (multi-scale EPE), "
+                        "a warm start before unsupervised training on real video")
+    p.add_argument("--scale-range", type=scale_range, default=(1.0, 1.0),
+                   help="with --supervised: zoom each batch by a random factor in LOW,HIGH")
     p.add_argument("--train-items", type=positive_int, default=20000, help="synthetic items per epoch")
     p.add_argument("--eval-items", type=positive_int, default=32, help="held-out windows for evaluation")
     p.add_argument("--no-tvl1", action="store_true", help="skip the OpenCV TV-L1 comparison")
@@ -94,6 +110,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def scale_range(text: str) -> tuple[float, float]:
+    """argparse type: ``LOW,HIGH`` zoom factors with 0 < LOW <= HIGH."""
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH, got {text!r}") from None
+    if not 0 < low <= high:
+        raise argparse.ArgumentTypeError(f"need 0 < LOW <= HIGH, got {text!r}")
+    return low, high
+
+
 def model_config(args: argparse.Namespace) -> dict:
     """What a MotionNet checkpoint must match to be loaded into this run."""
     return {"model": args.model, "frames": args.frames}
@@ -102,8 +129,13 @@ def model_config(args: argparse.Namespace) -> dict:
 def datasets(args: argparse.Namespace):
     """(train set, held-out synthetic set with exact flow, held-out clip windows or None)."""
     height, width = args.size
-    synthetic = SyntheticFlowConfig(frames=args.frames, height=height, width=width,
-                                    image_dir=str(args.images) if args.images else None)
+    if args.images and not Path(args.images).is_dir():
+        raise UserError(f"image folder {args.images} does not exist (set H2S_SHARED or pass --images)")
+    images = str(args.images) if args.images else None
+    if args.motions == "realistic":
+        synthetic = SyntheticFlowConfig.realistic(args.frames, height, width, images)
+    else:
+        synthetic = SyntheticFlowConfig(frames=args.frames, height=height, width=width, image_dir=images)
     held_out = SyntheticFlowDataset(args.eval_items, synthetic, seed=10_000 + args.seed)
     if args.videos:
         train_set = VideoWindowDataset(args.videos, frames=args.frames, size=args.size, part="train",
@@ -113,6 +145,15 @@ def datasets(args: argparse.Namespace):
                                    cache_dir=args.frame_cache, short_side=args.short_side)
         return train_set, held_out, clips
     return SyntheticFlowDataset(args.train_items, synthetic, seed=args.seed), held_out, None
+
+
+def objective(args: argparse.Namespace):
+    """The unsupervised loss preset, or (``--supervised``) multi-scale EPE on exact flow."""
+    if not args.supervised:
+        return MotionObjective(PRESETS[args.loss]())
+    if args.videos:
+        raise UserError("--supervised needs exact flow: it trains on synthetic data, not --videos")
+    return SupervisedFlowObjective(args.scale_range, clip_augmentation(color_jitter=0.2))
 
 
 def init_weights(model: MotionNet, path: Path) -> None:
@@ -136,13 +177,13 @@ def main(argv: list[str] | None = None) -> dict:
             init_weights(model, args.init)
         optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
         config = train_config_from_args(args, milestones=PAPER_MILESTONES)
-        result = train(model, train_set, MotionObjective(PRESETS[args.loss]()), optimizer, config,
+        result = train(model, train_set, objective(args), optimizer, config,
                        runtime, kind="motionnet", model_config=model_config(args),
                        description=f"pretrain {args.model}")
         if not runtime.is_main:
             return {}
         report = {"recipe": args.recipe, "steps": result.step, "train_seconds": result.seconds,
-                  "loss": args.loss, "model": args.model, "device": str(runtime.device),
+                  "loss": "supervised EPE" if args.supervised else args.loss, "model": args.model, "device": str(runtime.device),
                   "synthetic": evaluate_flow(model, held_out, runtime)}
         if not args.no_tvl1:
             report["tvl1"] = evaluate_classic_flow("tvl1", held_out)

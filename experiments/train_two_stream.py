@@ -25,7 +25,7 @@ from hidden2stream.cli import (OneLineParser, existing_dir, existing_path, frame
 from hidden2stream.data.actions import ActionVideoDataset, parse_class_folders, parse_hmdb51, parse_ucf101
 from hidden2stream.data.augment import clip_augmentation
 from hidden2stream.data.synthetic_actions import SyntheticActionConfig, SyntheticActionDataset
-from hidden2stream.errors import UserError
+from hidden2stream.errors import CheckpointError, UserError
 from hidden2stream.evaluate import (action_table, evaluate_actions, markdown_table, save_confusion_png,
                                     save_flow_pictures)
 from hidden2stream.losses.motion import PRESETS
@@ -34,7 +34,8 @@ from hidden2stream.models.hidden import HIDDEN_KINDS
 from hidden2stream.models.motionnet import MOTIONNETS
 from hidden2stream.models.streams import STREAM_ARCHS
 from hidden2stream.models.two_stream import hidden_two_stream
-from hidden2stream.train.checkpoint import check_config, load_checkpoint, unwrap
+from hidden2stream.pretrained import load_motionnet
+from hidden2stream.train.checkpoint import load_checkpoint, unwrap
 from hidden2stream.train.distributed import init_distributed, shutdown_distributed
 from hidden2stream.train.loop import train
 from hidden2stream.train.objectives import ActionObjective
@@ -67,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     model = p.add_argument_group("model")
     model.add_argument("--streams", choices=sorted(STREAM_CHOICES), default="both")
     model.add_argument("--motion", choices=sorted(MOTIONNETS), default="tiny")
-    model.add_argument("--motion-checkpoint", type=existing_path, help="pretrain_motion.py checkpoint")
+    model.add_argument("--motion-checkpoint",
+                       help="start MotionNet from a pretrain_motion.py checkpoint or shipped weights by name "
+                            "('default': MotionNet-corr trained on the shared images, with --motion corr)")
     model.add_argument("--freeze-motion", action="store_true", help="keep MotionNet's weights fixed")
     model.add_argument("--hidden", choices=HIDDEN_KINDS, default="stacked")
     model.add_argument("--spatial-arch", choices=STREAM_ARCHS, default="tiny")
@@ -142,10 +145,11 @@ def build_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
                               segments=args.segments, spatial_weights=args.spatial_weights,
                               temporal_weights=args.temporal_weights, dropout=args.dropout)
     if args.motion_checkpoint:
-        checkpoint = load_checkpoint(args.motion_checkpoint, kind="motionnet")
-        check_config(checkpoint["model_config"], {"model": args.motion, "frames": args.frames},
-                     args.motion_checkpoint)
-        model.motionnet.load_state_dict(checkpoint["model"])
+        source = load_motionnet(args.motion_checkpoint, frames=args.frames)
+        if type(source) is not type(model.motionnet) or source.config != model.motionnet.config:
+            raise CheckpointError(f"--motion-checkpoint {args.motion_checkpoint} holds {source.config}, "
+                                  f"--motion {args.motion} builds {model.motionnet.config}")
+        model.motionnet.load_state_dict(source.state_dict())
     for path, prefix in ((args.init_spatial, "spatial."), (args.init_temporal, "hidden.")):
         if path:
             checkpoint = load_checkpoint(path, kind="two_stream")

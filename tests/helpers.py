@@ -1,7 +1,12 @@
-"""Hand-made inputs shared by the flow and loss tests."""
+"""Hand-made inputs shared by the flow, loss and benchmark tests (frames, flows, ground-truth files)."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import cv2
+import numpy as np
 import torch
+from torchvision.io import write_png
 
 from hidden2stream.flow.warp import pixel_grid
 
@@ -25,3 +30,54 @@ def constant_flow(n: int, height: int, width: int, u: float, v: float) -> torch.
     flow = torch.empty(n, 2, height, width)
     flow[:, 0], flow[:, 1] = u, v
     return flow
+
+
+def write_frame_png(path, frame: torch.Tensor) -> None:
+    """Write an RGB uint8 frame ``(3, H, W)`` as an 8-bit PNG (creating parent folders)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_png(frame, str(path))
+
+
+def write_kitti_flow_png(path, u, v, valid) -> None:
+    """Write a KITTI flow PNG by hand, as the KITTI devkit does with OpenCV: 16-bit, channels
+    (u * 64 + 2^15, v * 64 + 2^15, valid) in RGB order, i.e. reversed for cv2's BGR."""
+    rgb = np.stack([np.asarray(u, np.float64) * 64 + 2**15, np.asarray(v, np.float64) * 64 + 2**15,
+                    np.asarray(valid, np.float64)], axis=-1)
+    assert (rgb == rgb.round()).all() and rgb.min() >= 0 and rgb.max() < 2**16  # exactly representable
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1].astype(np.uint16)))
+
+
+def write_flo_by_hand(path, width: int, height: int, values: list[float]) -> None:
+    """A .flo file written by hand: magic (float32), width, height (int32), then u, v interleaved
+    row by row."""
+    path.write_bytes(np.float32(202021.25).tobytes() + np.array([width, height], np.int32).tobytes()
+                     + np.array(values, np.float32).tobytes())
+
+
+def random_frame(height: int, width: int, seed: int) -> torch.Tensor:
+    """A uint8 RGB noise frame ``(3, H, W)``."""
+    return torch.randint(0, 256, (3, height, width), generator=torch.Generator().manual_seed(seed),
+                         dtype=torch.uint8)
+
+
+def make_middlebury(folder, frame1, frame2, u: float, v: float) -> None:
+    """A Middlebury-layout pair folder with constant flow (u, v) and the top-left pixel unknown."""
+    height, width = frame1.shape[-2:]
+    write_frame_png(folder / "frame1.png", frame1)
+    write_frame_png(folder / "frame2.png", frame2)
+    values = np.tile(np.array([u, v], np.float32), height * width)
+    values[:2] = [1e10, 1e10]
+    write_flo_by_hand(folder / "flow.flo", width, height, values.tolist())
+
+
+def make_kitti(root, stem: str, frame1, frame2, u: float, v: float) -> None:
+    """A KITTI-layout pair: image_2/STEM_10.png, _11.png, flow_occ/STEM_10.png with constant flow
+    (u, v) and the bottom-right pixel invalid."""
+    height, width = frame1.shape[-2:]
+    write_frame_png(root / "image_2" / f"{stem}_10.png", frame1)
+    write_frame_png(root / "image_2" / f"{stem}_11.png", frame2)
+    valid = np.ones((height, width))
+    valid[-1, -1] = 0
+    write_kitti_flow_png(root / "flow_occ" / f"{stem}_10.png", np.full((height, width), u),
+                         np.full((height, width), v), valid)

@@ -75,28 +75,64 @@ def test_flow_speed_rejects_bad_sizes(capsys):
     assert capsys.readouterr().err.count("\n") == 1
 
 
-def test_flow_quality_smoke(tmp_path, images_dir, frame_pairs_dir, clips_dir):
-    motion = tmp_path / "motion"
-    load("experiments", "pretrain_motion").main(
-        ["--out", str(motion), "--steps", "2", "--frames", "3", "--size", "32", "--device", "cpu", "--workers", "0",
-         "--eval-items", "1", "--train-items", "8", "--warmup", "1", "--no-tvl1"])
+def tiny_checkpoint(path: Path, frames: int) -> Path:
+    """A MotionNet-tiny checkpoint (random weights) as pretrain_motion.py writes it."""
+    from hidden2stream.models.motionnet import motionnet_tiny
+    from hidden2stream.train.checkpoint import save_atomic
+
+    return save_atomic({"kind": "motionnet", "model_config": {"model": "tiny", "frames": frames},
+                        "model": motionnet_tiny(frames).state_dict()}, path)
+
+
+def test_flow_quality_smoke(tmp_path, images_dir, clips_dir):
+    from helpers import make_kitti, make_middlebury, random_frame
+
+    from benchmarks.common import machine_line
+
+    gt = tmp_path / "gt"  # hand-made ground truth: constant flow, one pixel without ground truth each
+    make_middlebury(gt / "Alpha", random_frame(32, 32, 0), random_frame(32, 32, 1), 3.0, -4.0)
+    make_kitti(gt / "kitti", "000000", random_frame(32, 32, 2), random_frame(32, 32, 3), -6.0, 8.0)
+    checkpoints = [tiny_checkpoint(tmp_path / f"w{n}" / "checkpoint.pt", n) for n in (2, 3)]
     out = tmp_path / "out"
-    result = load("benchmarks", "flow_quality").main(
-        ["--checkpoint", str(motion / "checkpoint.pt"), "--size", "32", "--items", "2", "--grid-rows", "2", "--pair-size", "48x64",
-         "--clips", str(one_clip(tmp_path, clips_dir)), "--clip-windows", "1", "--device", "cpu", "--out", str(out)])
+    bench = load("benchmarks", "flow_quality")
+    result = bench.main(
+        ["--checkpoint", str(checkpoints[0]), "--checkpoint", str(checkpoints[1]), "--real-root", str(gt),
+         "--synthetic-sizes", "32", "--items", "2", "--grid-rows", "1", "--clips", str(one_clip(tmp_path, clips_dir)),
+         "--clip-windows", "1", "--clip-frames", "3", "--clip-size", "32", "--device", "cpu", "--out", str(out)])
     saved = json.loads((out / "flow_quality.json").read_text())
-    assert set(saved) == {"machine", "settings", "synthetic", "frame_pairs", "clips", "grid"}
-    assert saved["settings"]["model"]["frames"] == 3 and saved["synthetic"]["pairs"] == 4
-    methods = {"motionnet", "tvl1", "farneback", "dis", "zero"}
-    assert set(saved["synthetic"]["methods"]) == methods
-    assert all(positive(r["epe"]) and 0 <= r["fl_all"] <= 1 for r in saved["synthetic"]["methods"].values())
-    for part, pairs in (("frame_pairs", 2), ("clips", 2)):
-        rows = saved[part]["methods"]
-        assert set(rows) == methods and all(r["pairs"] == pairs for r in rows.values())
-        assert all(positive(r["photometric_l1"]) and 0 < r["ssim"] <= 1 for r in rows.values())
-    pairs = saved["frame_pairs"]["methods"]  # OpenCV flow explains real motion better than no flow at all
-    assert pairs["tvl1"]["photometric_l1"] < pairs["zero"]["photometric_l1"]
-    assert (out / "flow_methods.png").stat().st_size > 0 and result["grid"] == str(out / "flow_methods.png")
+    assert set(saved) == {"machine", "machine_line", "settings", "methods", "real", "synthetic", "clips", "grids",
+                          "wall_s"} and saved == json.loads(json.dumps(result))
+    assert_machine(saved["machine"])
+    assert saved["machine_line"] == machine_line(saved["machine"])
+    report = (out / "flow_quality.md").read_text()
+    assert report.splitlines()[0] == f"# Flow quality ({saved['machine_line']})"
+    methods = ["MotionNet w2 (T+1=2)", "MotionNet w3 (T+1=3)", "OpenCV TV-L1", "OpenCV DIS", "OpenCV Farneback",
+               "zero flow"]
+    assert list(saved["methods"]) == methods
+    real = saved["real"]["methods"]
+    for method in methods:
+        pairs = real[method]["pairs"]
+        assert set(pairs) == {"Alpha", "kitti/000000"}
+        assert all(math.isfinite(p["epe"]) and p["epe"] >= 0 and 0 <= p["fl_all"] <= 1 for p in pairs.values())
+        assert real[method]["mean_epe"] == pytest.approx((pairs["Alpha"]["epe"] + pairs["kitti/000000"]["epe"]) / 2)
+        assert positive(saved["synthetic"]["32"]["methods"][method]["epe"])
+        assert saved["clips"]["methods"][method]["pairs"] == 2  # one 3-frame window
+    # zero flow's EPE is |GT| over the valid pixels: |(3, -4)| = 5 and |(-6, 8)| = 10, exactly in float32;
+    # both exceed 3 px and 5 % of |GT|, so every valid pixel is an outlier
+    zero = real["zero flow"]
+    assert zero["pairs"]["Alpha"]["epe"] == 5.0 and zero["pairs"]["kitti/000000"]["epe"] == 10.0
+    assert zero["mean_epe"] == 7.5 and zero["mean_fl_all"] == 1.0
+    assert "| zero flow | 5.000 | 10.000 | 7.500 | 1.000 |" in report
+    assert "| method | Alpha EPE | kitti/000000 EPE | real mean EPE | real mean Fl-all | synthetic 32x32 EPE |" in report
+    syn = saved["synthetic"]["32"]  # motion scaled with the size: 30 px at 224, background half of it
+    assert syn["max_translation"] == pytest.approx(30 * 32 / 224) == 2 * syn["background_translation"]
+    assert saved["real"]["roots"][0]["sizes"] == {"Alpha": [32, 32], "kitti/000000": [32, 32]}
+    for grid in saved["grids"].values():
+        assert Path(grid).stat().st_size > 0
+    saved["settings"]["max_pair_columns"] = 1  # a root with more pairs than that gets one mean column
+    many = bench.markdown(saved)
+    assert "| method | gt mean EPE (2 pairs) | real mean EPE |" in many and "| zero flow | 7.500 | 7.500 | 1.000 |" in many
+    assert "`" + str(gt) + "`: 2 pairs (32x32), 99.9% valid on average, max |GT| 10.0 px" in many
 
 
 def test_flow_quality_without_checkpoint_is_one_line(tmp_path, capsys):

@@ -10,12 +10,14 @@ from pathlib import Path
 import av
 import pytest
 import torch
+from torchvision.io import write_png
 
 from hidden2stream.data.synthetic_actions import SyntheticActionDataset
 from hidden2stream.errors import CheckpointError
 from hidden2stream.flow.io import read_flo
+from hidden2stream.models.motionnet import build_motionnet
 from hidden2stream.pretrained import load_motionnet
-from hidden2stream.train.checkpoint import load_checkpoint
+from hidden2stream.train.checkpoint import load_checkpoint, save_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 EXPERIMENTS = REPO / "experiments"
@@ -114,6 +116,40 @@ def test_flow_command_on_a_video(tmp_path, motion_run, clips_dir):
                                  "--max-flows", "5", "--no-png", "--device", "cpu"])
     assert count == 5
     assert sorted(p.name for p in tmp_path.glob("*.flo"))[-1] == "flow_00004.flo"
+
+
+def _one_frame_video(path: Path) -> Path:
+    """An mp4 that holds a single 32x32 frame."""
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        frame = av.VideoFrame.from_ndarray(torch.full((32, 32, 3), 128, dtype=torch.uint8).numpy(), format="rgb24")
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def _png_named_mp4(path: Path) -> Path:
+    """A PNG image renamed .mp4: FFmpeg reads it as a one-frame video."""
+    write_png(torch.full((3, 32, 32), 128, dtype=torch.uint8), str(path))
+    return path
+
+
+@pytest.mark.parametrize("make_video", [_one_frame_video, _png_named_mp4])
+def test_flow_command_refuses_a_video_without_two_frames(tmp_path, make_video):
+    """Fewer than 2 frames: one ``error:`` line and exit 2 (as predict.py), not "wrote 0 flows"."""
+    video = make_video(tmp_path / "short.mp4")
+    checkpoint = tmp_path / "motion.pt"  # untrained weights: the video is refused before they matter
+    save_atomic({"kind": "motionnet", "model_config": {"model": "tiny", "frames": 3},
+                 "model": build_motionnet("tiny", 3).state_dict()}, checkpoint)
+    result = subprocess.run([sys.executable, str(EXPERIMENTS / "flow.py"), "--checkpoint", str(checkpoint),
+                             "--video", str(video), "--out", str(tmp_path / "flow"), "--device", "cpu"],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "1 frame: a flow needs at least 2" in lines[0], \
+        result.stderr
+    assert "wrote" not in result.stdout and not list(tmp_path.rglob("*.flo"))
 
 
 def test_joint_training_evaluates_every_head(joint_run):

@@ -33,6 +33,9 @@ def test_backward_warp_integer_translation_is_exact():
     assert torch.all(valid[..., : 16 - v, : 20 - u] == 1)
     assert torch.all(valid[..., 16 - v :, :] == 0) and torch.all(valid[..., :, 20 - u :] == 0)
     inside = valid.bool().expand_as(warped)
+    # Pixel -> grid -> pixel in float32 lands within a few ulps of 19 (~4e-6 px) of the integer
+    # target, mixing in at most that much of a neighbour (values in [0, 1]); seen 1e-6 with
+    # AVX-512, AVX2 and scalar kernels alike.
     torch.testing.assert_close(warped[inside], frame0[inside], atol=1e-5, rtol=0)
 
 

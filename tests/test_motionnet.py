@@ -114,7 +114,7 @@ def test_wrong_input_shape_is_user_error(frames: torch.Tensor) -> None:
 
 
 def test_build_motionnet_and_config_checks() -> None:
-    assert set(MOTIONNETS) == {"paper", "tiny"}
+    assert set(MOTIONNETS) == {"paper", "tiny", "corr"}
     model = build_motionnet("tiny", 4)
     assert isinstance(model, MotionNet) and model.num_flows == 3
     assert MotionNetConfig(**asdict(model.config)) == model.config

@@ -38,6 +38,22 @@ class SyntheticFlowConfig:
     background_scale: float = 0.02
     photometric_noise: float = 0.0  # std of Gaussian noise added to frames; 0 keeps brightness constancy exact
     image_dir: str | None = None  # None: procedural textures; a folder: crops of its photos
+    translation_power: float = 1.0  # translation length = max * u^power, u uniform: > 1 favours small motions
+
+    @classmethod
+    def realistic(cls, frames: int, height: int, width: int, image_dir: str | None = None) -> SyntheticFlowConfig:
+        """Motions in proportion to the frame, as in real footage at that size.
+
+        Foreground layers move up to 12 % of the shorter side per frame (27 px at 224) and the
+        background (camera) up to 5 %, with lengths ``max * u^2``: half the motions are under
+        a quarter of the maximum, as in video, where most pixels move little and few move far.
+        Rotation, zoom and shear are those of FlyingChairs-like data; a little sensor noise.
+        """
+        side = min(height, width)
+        return cls(frames=frames, height=height, width=width, foreground=(2, 5),
+                   max_translation=0.12 * side, max_rotation_deg=5.0, max_scale=0.06, max_shear=0.03,
+                   background_translation=0.05 * side, background_rotation_deg=2.0, background_scale=0.04,
+                   photometric_noise=0.01, image_dir=image_dir, translation_power=2.0)
 
     def __post_init__(self) -> None:
         if self.frames < 2:
@@ -49,17 +65,21 @@ class SyntheticFlowConfig:
             raise UserError(f"foreground must be (min, max) with 0 <= min <= max, got {self.foreground}")
         if not 0 < self.foreground_size[0] <= self.foreground_size[1] <= 1:
             raise UserError(f"foreground_size must be fractions 0 < min <= max <= 1, got {self.foreground_size}")
+        if self.translation_power <= 0:
+            raise UserError(f"translation_power must be > 0, got {self.translation_power}")
         if self.photometric_noise < 0:
             raise UserError(f"photometric_noise must be >= 0, got {self.photometric_noise}")
 
 
 def random_motion(
-    generator: torch.Generator, center: tuple[float, float], translation: float, rotation_deg: float, scale: float, shear: float
+    generator: torch.Generator, center: tuple[float, float], translation: float, rotation_deg: float, scale: float,
+    shear: float, translation_power: float = 1.0,
 ) -> Tensor:
-    """A per-frame affine about ``center``: translation of random direction and length <= ``translation``,
-    rotation, relative scale and shear uniform in ``±`` their bounds."""
+    """A per-frame affine about ``center``: translation of random direction and length
+    ``translation * u^translation_power`` (u uniform in [0, 1)), rotation, relative scale and shear
+    uniform in ``±`` their bounds."""
     u = torch.rand(5, generator=generator).tolist()
-    direction, length = 2 * math.pi * u[0], translation * u[1]
+    direction, length = 2 * math.pi * u[0], translation * u[1] ** translation_power
     return affine(
         center,
         translation=(length * math.cos(direction), length * math.sin(direction)),
@@ -112,7 +132,8 @@ class SyntheticFlowDataset(Dataset):
         cfg = self.config
         frame_center = ((cfg.width - 1) / 2, (cfg.height - 1) / 2)
         background_motion = random_motion(
-            generator, frame_center, cfg.background_translation, cfg.background_rotation_deg, cfg.background_scale, 0.0
+            generator, frame_center, cfg.background_translation, cfg.background_rotation_deg, cfg.background_scale, 0.0,
+            cfg.translation_power,
         )
         layers = [
             covering_layer(
@@ -139,6 +160,8 @@ class SyntheticFlowDataset(Dataset):
         pose = affine(
             tex_center, translation=(center[0] - tex_center[0], center[1] - tex_center[1]), rotation=2 * math.pi * u[5]
         )
-        motion = random_motion(generator, center, cfg.max_translation, cfg.max_rotation_deg, cfg.max_scale, cfg.max_shear)
+        motion = random_motion(
+            generator, center, cfg.max_translation, cfg.max_rotation_deg, cfg.max_scale, cfg.max_shear, cfg.translation_power
+        )
         texture = self.texture(generator, tex_h, tex_w)
         return Layer(texture, superellipse_mask(tex_h, tex_w, semi_x, semi_y, exponent), pose, motion)

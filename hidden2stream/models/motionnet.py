@@ -243,10 +243,18 @@ def motionnet_tiny(frames: int = 11) -> MotionNet:
     )
 
 
-MOTIONNETS: dict[str, Callable[[int], MotionNet]] = {"paper": motionnet, "tiny": motionnet_tiny}
+def _motionnet_corr(frames: int = 11) -> nn.Module:
+    """The correlation variant (``motionnet_corr.py``), imported here to keep one registry."""
+    from hidden2stream.models.motionnet_corr import motionnet_corr
+
+    return motionnet_corr(frames)
 
 
-def build_motionnet(name: str, frames: int) -> MotionNet:
+MOTIONNETS: dict[str, Callable[[int], nn.Module]] = {
+    "paper": motionnet, "tiny": motionnet_tiny, "corr": _motionnet_corr}
+
+
+def build_motionnet(name: str, frames: int) -> nn.Module:
     """MotionNet variant ``name`` (a key of ``MOTIONNETS``) for windows of ``frames`` frames."""
     if name not in MOTIONNETS:
         raise UserError(f"unknown MotionNet {name!r}; choose one of {', '.join(MOTIONNETS)}")

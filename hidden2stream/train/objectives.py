@@ -1,6 +1,7 @@
 """Training objectives for the loop: a batch in, a scalar loss and named metrics out.
 
 * :class:`MotionObjective` - MotionNet pretraining, the unsupervised multi-scale loss only.
+* :class:`SupervisedFlowObjective` - a warm start on exact synthetic flow (multi-scale EPE).
 * :class:`ActionObjective` - hidden two-stream fine-tuning: action cross-entropy on every stream
   head plus the unsupervised motion loss on MotionNet's pyramid (the paper's multi-task loss).
 """
@@ -13,6 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hidden2stream.losses.motion import MotionLossConfig, multiscale_motion_loss
+from hidden2stream.train.checkpoint import unwrap
+from hidden2stream.losses.supervised import multiscale_epe_loss, resize_flow
 
 
 def _augmented(frames: torch.Tensor, augment: nn.Module | None) -> torch.Tensor:
@@ -58,7 +61,9 @@ class ActionObjective:
 
     ``loss = sum over heads of CE(head) + motion_weight * motion loss``. Heads are the streams
     asked for (``"spatial"``, ``"temporal"``) and ``"fused"`` when both are trained. The motion term
-    is skipped when MotionNet is frozen or the temporal stream is not trained.
+    is skipped when MotionNet is frozen or the temporal stream is not trained. With occlusion
+    masking (``motion.occlusion``) MotionNet also runs on the time-reversed windows for the
+    backward flows, as in pretraining, so the mask is really applied.
     """
 
     def __init__(self, streams: Sequence[str], motion: MotionLossConfig | None,
@@ -81,7 +86,55 @@ class ActionObjective:
         pyramid = out.get("pyramid")
         if self.motion is not None and pyramid is not None and pyramid[-1].requires_grad:
             windows = frames.reshape(-1, *frames.shape[-4:])
-            motion, _ = multiscale_motion_loss(windows, pyramid, self.motion)
+            motion, _ = multiscale_motion_loss(windows, pyramid, self.motion,
+                                               backward_pyramid=self._backward(model, windows))
             loss = loss + self.motion_weight * motion
             metrics["motion"] = motion.detach()
         return loss, metrics
+
+    def _backward(self, model: nn.Module, windows: torch.Tensor) -> list[torch.Tensor] | None:
+        """The backward flows that occlusion masking needs (None without it), as in pretraining.
+
+        MotionNet runs again on the time-reversed windows (the model's forward gives forward flows
+        only); reversed flow j goes from frame T-j to T-1-j, so flipping the time axis puts the
+        flow from frame t+1 to frame t at index t. The call goes to the module inside the DDP /
+        ``torch.compile`` wrappers: its parameters are the ones DDP averages, and their gradients
+        from both passes are summed before DDP's hooks fire.
+        """
+        if not self.motion.occlusion:
+            return None
+        reversed_pyramid = unwrap(model).motionnet(windows.flip(1), all_scales=True)
+        return [level.flip(1) for level in reversed_pyramid]
+
+
+def random_rescale(frames: torch.Tensor, flow: torch.Tensor,
+                   scale_range: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resize a batch of windows and their exact flows by one random factor in ``scale_range``.
+
+    ``frames (B, T+1, 3, H, W)``, ``flow (B, T, 2, H, W)`` in pixels. Zooming out makes motions
+    smaller in pixels and textures finer, so one rendered size teaches several image scales.
+    """
+    low, high = scale_range
+    factor = low + (high - low) * float(torch.rand(()))
+    height, width = frames.shape[-2:]
+    size = (max(32, round(height * factor)), max(32, round(width * factor)))
+    if size == (height, width):
+        return frames, flow
+    frames = F.interpolate(frames.flatten(0, 1), size=size, mode="bilinear", antialias=True,
+                           align_corners=False).clamp(0, 1).unflatten(0, frames.shape[:2])
+    return frames, resize_flow(flow.flatten(0, 1), size).unflatten(0, flow.shape[:2])
+
+
+class SupervisedFlowObjective:
+    """Warm start on exact flow (FlowNet's recipe): ``batch["frames"]``, ``batch["flow"]`` ->
+    multi-scale EPE. Beyond the paper, whose MotionNet never sees flow labels."""
+
+    def __init__(self, scale_range: tuple[float, float] = (1.0, 1.0),
+                 augment: nn.Module | None = None) -> None:
+        self.scale_range, self.augment = scale_range, augment
+
+    def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]):
+        frames, flow = random_rescale(batch["frames"], batch["flow"], self.scale_range)
+        pyramid = model(_augmented(frames, self.augment), all_scales=True)
+        loss, terms = multiscale_epe_loss(pyramid, flow)
+        return loss, {name: value.detach() for name, value in terms.items()}

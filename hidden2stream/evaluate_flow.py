@@ -1,0 +1,179 @@
+"""Score flow methods side by side on the same frame pairs: EPE and Fl-all against ground truth.
+
+A :class:`FlowMethod` turns a pair ``(frame1, frame2)`` (``(3, H, W)`` in [0, 1]) into a forward flow
+``(2, H, W)`` in pixels: MotionNet checkpoints of any window length (through
+:func:`hidden2stream.flow.predict.pair_flow`), the OpenCV methods and zero flow.
+:func:`score_pairs` runs every method on every pair and returns the per-pair EPE / Fl-all and their
+means over pairs; :func:`score_sequences` gives the photometric error on frame sequences without
+ground truth. Pictures are drawn elsewhere (the ``on_pair`` hook hands out the flows).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from hidden2stream.data.flow_pairs import FlowPair
+from hidden2stream.errors import UserError
+from hidden2stream.flow.classic import CLASSIC_METHODS, classic_flow, classic_flow_sequence
+from hidden2stream.flow.metrics import endpoint_error, fl_all, photometric_l1, warped_ssim
+from hidden2stream.flow.predict import pair_flow, window_flows
+from hidden2stream.train.runtime import Runtime
+
+CLASSIC_ORDER = ("tvl1", "dis", "farneback")  # table order of the OpenCV baselines
+CLASSIC_LABELS = {"tvl1": "OpenCV TV-L1", "dis": "OpenCV DIS", "farneback": "OpenCV Farneback"}
+ZERO_LABEL = "zero flow"
+
+
+@dataclass
+class FlowMethod:
+    """A named flow method: ``pair(frame1, frame2) -> (2, H, W)`` and ``sequence(frames (N, 3, H, W))
+    -> (N-1, 2, H, W)``; ``info`` describes it (JSON-ready)."""
+
+    name: str
+    pair: Callable[[Tensor, Tensor], Tensor]
+    sequence: Callable[[Tensor], Tensor]
+    info: dict = field(default_factory=dict)
+
+
+def motionnet_method(model: nn.Module, runtime: Runtime | torch.device | str, name: str = "MotionNet",
+                     info: dict | None = None) -> FlowMethod:
+    """A MotionNet as a flow method: pairs through :func:`pair_flow`, sequences as a video."""
+    info = {"kind": "motionnet", "frames": int(model.config.frames), **(info or {})}
+    return FlowMethod(name, partial(pair_flow, model, runtime_or_device=runtime),
+                      partial(window_flows, model, runtime_or_device=runtime), info)
+
+
+def classic_method(method: str) -> FlowMethod:
+    """An OpenCV method (``tvl1``, ``dis``, ``farneback``) with OpenCV's default parameters."""
+    if method not in CLASSIC_METHODS:
+        raise UserError(f"unknown classic flow method {method!r}; choose one of {', '.join(CLASSIC_METHODS)}")
+    return FlowMethod(CLASSIC_LABELS.get(method, method), partial(classic_flow, method),
+                      partial(classic_flow_sequence, method), {"kind": "classic", "method": method})
+
+
+def _zero_pair(frame1: Tensor, frame2: Tensor) -> Tensor:
+    return torch.zeros(2, *frame1.shape[-2:])
+
+
+def _zero_sequence(frames: Tensor) -> Tensor:
+    return torch.zeros(frames.shape[0] - 1, 2, *frames.shape[-2:])
+
+
+def zero_method() -> FlowMethod:
+    """Zero flow: the floor every method should beat."""
+    return FlowMethod(ZERO_LABEL, _zero_pair, _zero_sequence, {"kind": "zero"})
+
+
+def checkpoint_label(path: Path) -> str:
+    """A short name for a checkpoint: its folder's name (``runs/motion/checkpoint.pt`` -> ``motion``),
+    or its file name without suffix when that says more."""
+    path = Path(path)
+    return path.parent.name if path.stem == "checkpoint" and path.parent.name else path.stem
+
+
+def flow_methods(checkpoints: Sequence[Path], runtime: Runtime, classic: Sequence[str] = CLASSIC_ORDER,
+                 zero: bool = True) -> list[FlowMethod]:
+    """The methods to compare: each MotionNet checkpoint (loaded with
+    :func:`hidden2stream.pretrained.load_motionnet`, placed on ``runtime``), then ``classic``, then
+    zero flow. Checkpoint rows are named ``MotionNet <folder> (T+1=N)``, made unique."""
+    from hidden2stream.pretrained import load_motionnet
+
+    methods: list[FlowMethod] = []
+    for path in checkpoints:
+        model = runtime.prepare(load_motionnet(path))
+        name = f"MotionNet {checkpoint_label(path)} (T+1={model.config.frames})"
+        taken = {m.name for m in methods}
+        unique, n = name, 2
+        while unique in taken:
+            unique, n = f"{name} #{n}", n + 1
+        methods.append(motionnet_method(model, runtime, unique, {"checkpoint": str(path)}))
+    methods += [classic_method(m) for m in classic]
+    if zero:
+        methods.append(zero_method())
+    return methods
+
+
+@torch.no_grad()
+def pair_scores(pred: Tensor, gt: Tensor, valid: Tensor) -> dict[str, float]:
+    """EPE (px) and Fl-all of one flow ``(2, H, W)`` over the valid pixels of ``valid (1, H, W)``."""
+    pred, gt, valid = pred[None].float(), gt[None].float(), valid[None].float()
+    return {"epe": float(endpoint_error(pred, gt, valid)), "fl_all": float(fl_all(pred, gt, valid))}
+
+
+def score_pairs(methods: Sequence[FlowMethod], pairs: Iterable[FlowPair],
+                on_pair: Callable[[FlowPair, dict[str, Tensor]], None] | None = None,
+                desc: str = "pairs") -> dict[str, dict]:
+    """Every method on every pair: ``{method: {"pairs": {pair: {"epe", "fl_all", "seconds"}},
+    "mean_epe", "mean_fl_all", "seconds_per_pair", "count"}}``.
+
+    Means are over pairs (each pair counts once, whatever its size); pairs without a valid pixel are
+    left out of them. ``on_pair(pair, {method: flow})`` sees every pair's flows (for pictures).
+    """
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise UserError(f"flow method names must be unique, got {names}")
+    results: dict[str, dict] = {m.name: {"pairs": {}} for m in methods}
+    for pair in tqdm(pairs, desc=desc, leave=False, disable=None):
+        if pair.name in results[names[0]]["pairs"]:
+            raise UserError(f"two pairs are named {pair.name!r}")
+        counted = bool(pair.valid.sum() > 0)
+        flows = {}
+        for method in methods:
+            start = time.perf_counter()
+            flow = method.pair(pair.frame1, pair.frame2)
+            seconds = time.perf_counter() - start
+            if flow.shape != pair.flow.shape:
+                raise UserError(f"{method.name} gave flow {tuple(flow.shape)} for pair {pair.name} of "
+                                f"ground truth {tuple(pair.flow.shape)}")
+            flows[method.name] = flow
+            results[method.name]["pairs"][pair.name] = {**pair_scores(flow, pair.flow, pair.valid),
+                                                        "seconds": seconds, "counted": counted}
+        if on_pair is not None:
+            on_pair(pair, flows)
+    return {name: summarize_pairs(row["pairs"]) for name, row in results.items()}
+
+
+def summarize_pairs(pairs: dict[str, dict]) -> dict:
+    """One method's per-pair scores (as :func:`score_pairs` gives them) with their means over the
+    pairs that have ground truth: ``{"pairs", "mean_epe", "mean_fl_all", "seconds_per_pair", "count"}``."""
+    counted = [s for s in pairs.values() if s["counted"]]
+    n = max(len(counted), 1)
+    return {"pairs": pairs, "mean_epe": sum(s["epe"] for s in counted) / n,
+            "mean_fl_all": sum(s["fl_all"] for s in counted) / n,
+            "seconds_per_pair": sum(s["seconds"] for s in pairs.values()) / max(len(pairs), 1),
+            "count": len(counted)}
+
+
+def synthetic_pairs(dataset: Dataset) -> Iterator[FlowPair]:
+    """The first pair of each synthetic window (``{"frames", "flow", "valid"}`` items) as a
+    :class:`FlowPair` named by its index."""
+    width = len(str(len(dataset) - 1))
+    for i in range(len(dataset)):
+        item = dataset[i]
+        yield FlowPair(f"{i:0{width}d}", item["frames"][0], item["frames"][1], item["flow"][0], item["valid"][0])
+
+
+def score_sequences(methods: Sequence[FlowMethod], sequences: Iterable[Tensor],
+                    desc: str = "sequences") -> dict[str, dict[str, float]]:
+    """Photometric L1 and SSIM between frame t and frame t+1 backward-warped by each method's flow,
+    for sequences ``(N, 3, H, W)`` without ground truth: ``{method: {"photometric_l1", "ssim",
+    "pairs"}}``, means over all consecutive pairs. MotionNet runs on a sequence as on a video."""
+    sums = {m.name: {"photometric_l1": 0.0, "ssim": 0.0} for m in methods}
+    pairs = 0
+    for frames in tqdm(sequences, desc=desc, leave=False, disable=None):
+        first, second = frames[:-1].float(), frames[1:].float()
+        n = first.shape[0]
+        for method in methods:
+            flow = method.sequence(frames)
+            sums[method.name]["photometric_l1"] += float(photometric_l1(first, second, flow)) * n
+            sums[method.name]["ssim"] += float(warped_ssim(first, second, flow)) * n
+        pairs += n
+    return {name: {k: v / max(pairs, 1) for k, v in s.items()} | {"pairs": pairs} for name, s in sums.items()}

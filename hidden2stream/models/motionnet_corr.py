@@ -1,0 +1,229 @@
+"""MotionNet-C: a correlation (cost-volume) MotionNet, coarse to fine as in PWC-Net.
+
+Same contract as :class:`~hidden2stream.models.motionnet.MotionNet` (frames ``(B, T+1, 3, H, W)``
+in [0, 1] -> ``T`` forward flows at five scales, 1/32 ... 1/2, each in pixels of its level), so it
+serves as the stacked or branched hidden stream unchanged. What differs is how flow is found:
+
+* one shared encoder runs on every frame once (a window of T+1 frames costs T+1 encodings, not
+  T pairs of them) and gives a feature pyramid at 1/2 ... 1/32;
+* for each consecutive pair, from 1/32 to 1/4, the flow so far (upsampled) warps the features of
+  frame t+1 back onto frame t, a local correlation of radius ``radius`` compares them (cosine
+  similarity of centred features, as UFlow), and one
+  decoder, shared by all levels, predicts the flow *residual* from the cost volume, the features
+  of frame t and the current flow. The 1/2 level is the 1/4 flow upsampled (as PWC-Net, which
+  stops at 1/4).
+
+Matching features explicitly is what lets a small network find displacements of tens of pixels
+at any image size: the search range is ``radius`` pixels at every level, i.e. ``radius * 32``
+pixels at 1/32, and nothing in the decoder depends on the resolution.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hidden2stream.errors import UserError
+from hidden2stream.flow.warp import backward_warp
+from hidden2stream.models.motionnet import DOWNSAMPLING, NEGATIVE_SLOPE, upsample_flow
+
+LEVELS = 5  # outputs at 1/32, 1/16, 1/8, 1/4, 1/2
+INITIAL_SHARPNESS = 10.0  # softmax temperature^-1 on cosine costs in [-1, 1]
+
+
+@dataclass
+class CorrMotionNetConfig:
+    """Architecture of a :class:`CorrMotionNet`.
+
+    ``frames``: window length T+1. ``widths``: encoder widths at 1/2 ... 1/32. ``context``: the
+    1x1 projection of frame t's features fed to the decoder. ``radius``: correlation search
+    radius in pixels of each level. ``decoder_widths``: the shared residual-flow decoder.
+    """
+
+    frames: int = 2
+    widths: tuple[int, ...] = (16, 32, 64, 96, 128)
+    context: int = 32
+    radius: int = 3
+    decoder_widths: tuple[int, ...] = (96, 64, 32)
+
+    def __post_init__(self) -> None:
+        self.widths = tuple(int(w) for w in self.widths)
+        self.decoder_widths = tuple(int(w) for w in self.decoder_widths)
+        if self.frames < 2:
+            raise ValueError(f"MotionNet-C needs at least 2 frames per window, got {self.frames}")
+        if len(self.widths) != LEVELS:
+            raise ValueError(f"MotionNet-C needs {LEVELS} encoder widths, got {len(self.widths)}")
+        if min(self.widths + self.decoder_widths + (self.context,)) < 1 or self.radius < 1:
+            raise ValueError("MotionNet-C widths, context and radius must be positive")
+
+
+def local_correlation(first: torch.Tensor, second: torch.Tensor, radius: int) -> torch.Tensor:
+    """Cost volume ``(N, (2r+1)^2, H, W)``: the dot product ``first(x) . second(x + d)`` over channels
+    (a cosine similarity in [-1, 1] for :func:`normalise_features` inputs).
+
+    ``d`` runs over the ``(2r+1)^2`` integer offsets with ``|dx|, |dy| <= r``, row-major (dy
+    outer). ``second`` is zero outside the frame. Inputs are ``(N, C, H, W)``.
+    """
+    if first.shape != second.shape or first.ndim != 4:
+        raise ValueError(f"correlation needs two equal (N, C, H, W) maps, got "
+                         f"{tuple(first.shape)} and {tuple(second.shape)}")
+    height, width = first.shape[-2:]
+    padded = F.pad(second, (radius, radius, radius, radius))
+    size = 2 * radius + 1
+    costs = [(first * padded[..., dy:dy + height, dx:dx + width]).sum(1)
+             for dy in range(size) for dx in range(size)]
+    return torch.stack(costs, dim=1)
+
+
+def normalise_features(features: torch.Tensor) -> torch.Tensor:
+    """Centre each pixel's feature vector and scale it to unit length, as UFlow does before its
+    cost volume: the correlation becomes a cosine similarity, which picks the true match even
+    with random weights, where a raw product favours wherever features are large."""
+    centred = features - features.mean(1, keepdim=True)
+    return F.normalize(centred, dim=1, eps=1e-6)
+
+
+def _conv(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
+    """3x3 convolution + LeakyReLU(0.1)."""
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1),
+                         nn.LeakyReLU(NEGATIVE_SLOPE, inplace=True))
+
+
+def _upsample2(flow: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Flows ``(N, 2, h, w)`` in pixels -> ``(N, 2, *size)`` in pixels of the new size."""
+    return upsample_flow(flow[:, None], size)[:, 0]
+
+
+class CorrMotionNet(nn.Module):
+    """Correlation MotionNet: frames ``(B, T+1, 3, H, W)`` in [0, 1] -> forward flows, any H, W.
+
+    :meth:`encode` gives the per-frame pyramid with the frames folded into channels, level k
+    ``(B, (T+1) * widths[k], H_pad / 2^(k+1), W_pad / 2^(k+1))``, so the deepest map can feed a
+    branched classifier as MotionNet's does. Output forms as in :meth:`forward`.
+    """
+
+    def __init__(self, config: CorrMotionNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.num_flows = config.frames - 1
+        stages, previous = [], 3
+        for width in config.widths:
+            stages.append(nn.Sequential(_conv(previous, width, stride=2), _conv(width, width)))
+            previous = width
+        self.encoder = nn.ModuleList(stages)
+        # Decoded levels: 1/32 ... 1/4 (encoder maps 4 ... 1), each with its own context projection.
+        self.context = nn.ModuleList(
+            nn.Conv2d(width, config.context, 1) for width in config.widths[1:][::-1])
+        layers, previous = [], (2 * config.radius + 1) ** 2 + config.context + 2
+        for width in config.decoder_widths:
+            layers.append(_conv(previous, width))
+            previous = width
+        self.decoder = nn.Sequential(*layers)
+        self.predict = nn.Conv2d(previous, 2, 3, padding=1)
+        # Soft-argmax of the cost volume: each level starts from block matching, the decoder refines.
+        size = 2 * config.radius + 1
+        dy, dx = torch.meshgrid(torch.arange(size) - config.radius, torch.arange(size) - config.radius,
+                                indexing="ij")
+        self.register_buffer("offsets", torch.stack([dx, dy], 0).reshape(1, 2, size * size, 1, 1).float(),
+                             persistent=False)
+        self.sharpness = nn.Parameter(torch.tensor(INITIAL_SHARPNESS))
+        self._init_weights()
+
+    @property
+    def feature_channels(self) -> int:
+        """Channels of the deepest (1/32) encoder map, frames folded in."""
+        return self.config.frames * self.config.widths[-1]
+
+    def _init_weights(self) -> None:
+        """Kaiming (LeakyReLU 0.1) convs; a near-zero residual predictor (initial flow ~0)."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, a=NEGATIVE_SLOPE, nonlinearity="leaky_relu")
+                nn.init.zeros_(module.bias)
+        fan_in = self.predict.in_channels * 9
+        nn.init.normal_(self.predict.weight, std=0.01 / math.sqrt(fan_in))
+
+    def _check(self, frames: torch.Tensor) -> None:
+        if frames.ndim != 5 or frames.shape[1] != self.config.frames or frames.shape[2] != 3:
+            raise ValueError(f"MotionNet-C expects frames (B, {self.config.frames}, 3, H, W), "
+                             f"got {tuple(frames.shape)}")
+
+    def encode(self, frames: torch.Tensor) -> list[torch.Tensor]:
+        """Frames -> five maps, fine to coarse (1/2 ... 1/32), frames folded into channels."""
+        self._check(frames)
+        batch, count, _, height, width = frames.shape
+        x = (frames.reshape(batch * count, 3, height, width) - 0.5) / 0.25
+        pad_h, pad_w = -height % DOWNSAMPLING, -width % DOWNSAMPLING
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        features = []
+        for stage in self.encoder:
+            x = stage(x)
+            features.append(x.reshape(batch, -1, *x.shape[-2:]))
+        return features
+
+    def _pairs(self, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Folded map ``(B, (T+1) C, h, w)`` -> frames t and t+1 as ``(B T, C, h, w)`` each."""
+        maps = level.unflatten(1, (self.config.frames, -1))
+        return maps[:, :-1].flatten(0, 1), maps[:, 1:].flatten(0, 1)
+
+    def decode(self, features: list[torch.Tensor], all_scales: bool | None = None,
+               size: Sequence[int] | None = None) -> list[torch.Tensor] | torch.Tensor:
+        """Encoder maps (from :meth:`encode`) -> flows; ``size`` = the input's (H, W)."""
+        if all_scales is None:
+            all_scales = self.training
+        batch = features[0].shape[0]
+        padded_h, padded_w = 2 * features[0].shape[-2], 2 * features[0].shape[-1]
+        height, width = (padded_h, padded_w) if size is None else (int(size[0]), int(size[1]))
+        flows, flow = [], None
+        for level, context in zip(features[:0:-1], self.context):
+            first, second = self._pairs(level)
+            matched = normalise_features(first)
+            if flow is None:
+                flow = first.new_zeros(first.shape[0], 2, *first.shape[-2:])
+                warped = second
+            else:
+                flow = _upsample2(flow, first.shape[-2:])
+                warped = backward_warp(second, flow)[0].to(second.dtype)
+            cost = local_correlation(matched, normalise_features(warped), self.config.radius)
+            match = (torch.softmax(cost * self.sharpness, dim=1)[:, None] * self.offsets).sum(2)
+            flow = flow + match.float()
+            hidden = self.decoder(torch.cat([cost, context(first), flow.to(first.dtype)], dim=1))
+            flow = flow + self.predict(hidden).float()
+            flows.append(flow)
+        flows.append(_upsample2(flow, (padded_h // 2, padded_w // 2)))
+        pyramid = [f.unflatten(0, (batch, self.num_flows)) for f in flows]
+        if not all_scales:
+            return upsample_flow(pyramid[-1], (padded_h, padded_w))[..., :height, :width]
+        return [flow[..., : -(-height // 2 ** (5 - i)), : -(-width // 2 ** (5 - i))]
+                for i, flow in enumerate(pyramid)]
+
+    def forward(self, frames: torch.Tensor,
+                all_scales: bool | None = None) -> list[torch.Tensor] | torch.Tensor:
+        """Frames ``(B, T+1, 3, H, W)`` in [0, 1] -> forward flows (frame t -> t+1).
+
+        ``all_scales`` (default: ``self.training``): True gives five flows, coarse to fine, the
+        i-th ``(B, T, 2, ceil(H / 2^(5-i)), ceil(W / 2^(5-i)))`` in pixels of its level; False gives
+        the full-resolution flow ``(B, T, 2, H, W)`` in pixels.
+        """
+        return self.decode(self.encode(frames), all_scales, frames.shape[-2:])
+
+
+def motionnet_corr(frames: int = 2, weights: str | None = None) -> CorrMotionNet:
+    """MotionNet-C at its default (CPU-sized) widths for windows of ``frames`` frames.
+
+    ``weights``: None (random init) or the name of shipped weights (``"default"``; see
+    ``hidden2stream/weights/MANIFEST.json``), which serve any ``frames``.
+    """
+    if weights is None:
+        return CorrMotionNet(CorrMotionNetConfig(frames=frames))
+    from hidden2stream.pretrained import load_motionnet, shipped_weights
+
+    if weights not in shipped_weights():
+        raise UserError(f"unknown MotionNet weights {weights!r}; shipped weights: "
+                        f"{', '.join(sorted(shipped_weights())) or 'none are installed'}")
+    return load_motionnet(weights, frames)
