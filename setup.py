@@ -5,6 +5,7 @@ setup(
     version="0.1.0",
     description="Hidden two-stream action recognition: MotionNet learns flow without labels, end to end.",
     packages=find_packages(include=["hidden2stream", "hidden2stream.*"]),
+    package_data={"hidden2stream": ["weights/*.pt", "weights/MANIFEST.json"]},
     python_requires=">=3.10",
     install_requires=[
         "torch==2.14.1",
@@ -17,5 +18,10 @@ setup(
         "tensorboard",
         "tqdm",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={
+        "test": ["pytest>=8"],
+        # ONNX export (experiments/export.py) and the ONNX Runtime rows of the speed benchmarks;
+        # torch.onnx.export(dynamo=True) needs onnxscript.
+        "export": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.2"],
+    },
 )

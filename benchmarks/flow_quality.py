@@ -23,13 +23,11 @@ a clip window as a video (windows of T+1 frames sharing their end frames). Pictu
 one colour scale per row, the largest valid ground-truth vector; no ground truth = black) and
 ``flow_methods.png`` (the same for the first synthetic pairs at the largest size).
 
-Without a checkpoint it stops with one line, unless ``--train-steps N`` pretrains one briefly into
-``--out/motion``. Writes ``flow_quality.json`` and ``flow_quality.md`` to ``--out``.
+Without ``--checkpoint`` it scores the shipped weights ``default``. Writes ``flow_quality.json`` and ``flow_quality.md`` to ``--out``.
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -42,32 +40,22 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without install
 
 from benchmarks.common import machine_info, machine_line, write_results
-from hidden2stream.cli import OneLineParser, existing_dir, image_size, positive_int, run_cli
+from hidden2stream.cli import (OneLineParser, existing_dir, image_size, non_negative_int, positive_float, positive_int,
+                               run_cli)
 from hidden2stream.data.clips import VideoWindowDataset
 from hidden2stream.data.flow_pairs import FlowPair, FlowPairFolder
-from hidden2stream.data.synthetic_flow import SyntheticFlowConfig, SyntheticFlowDataset
-from hidden2stream.errors import UserError
+from hidden2stream.data.synthetic_flow import SyntheticFlowDataset
 from hidden2stream.evaluate import markdown_table
-from hidden2stream.evaluate_flow import (FlowMethod, flow_methods, score_pairs, score_sequences, summarize_pairs,
+from hidden2stream.evaluate_flow import (BENCHMARK_MOTION, BENCHMARK_SEED, BENCHMARK_SIDE, FlowMethod,
+                                         benchmark_synthetic_config, flow_methods, score_pairs, score_sequences,
+                                         summarize_pairs,
                                          synthetic_pairs)
 from hidden2stream.flow.visualize import flow_to_rgb, make_grid_png
 from hidden2stream.paths import shared_data
+from hidden2stream.pretrained import motion_source
 from hidden2stream.train.runtime import add_runtime_args, runtime_from_args
 
-DEFAULT_CHECKPOINT = Path("runs/motion/checkpoint.pt")
-REFERENCE_SIDE = 224  # --max-motion is given at this size
-DEFAULT_FOREGROUND, DEFAULT_BACKGROUND = 4.0, 2.0  # SyntheticFlowConfig's translations: background = half
 TILE = (240, 320)  # picture tiles: height, width (each flow fitted inside, aspect kept)
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
-    return value
 
 
 def side_list(text: str) -> list[int]:
@@ -81,23 +69,11 @@ def side_list(text: str) -> list[int]:
     return sides
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} must be > 0")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", type=Path, action="append",
-                   help=f"pretrain_motion.py or train_two_stream.py checkpoint; repeat for several rows "
-                        f"(default: {DEFAULT_CHECKPOINT})")
-    p.add_argument("--train-steps", type=positive_int,
-                   help="a missing checkpoint: pretrain MotionNet for N steps into --out/motion first")
+    p.add_argument("--checkpoint", action="append",
+                   help="pretrain_motion.py or train_two_stream.py checkpoint, or shipped weights by name; "
+                        "repeat for several rows (default: the shipped weights 'default')")
     p.add_argument("--real-root", type=Path, action="append",
                    help="folder of real pairs with ground truth (Middlebury frame1.png/frame2.png/flow.flo "
                         "folders or a KITTI training folder); repeat for several "
@@ -107,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a root with more pairs gets one mean-EPE column instead of one per pair")
     p.add_argument("--synthetic-sizes", type=side_list, default=[224, 64], help="square sizes, e.g. 224,64")
     p.add_argument("--items", type=positive_int, default=24, help="synthetic pairs per size")
-    p.add_argument("--max-motion", type=positive_float, default=30.0,
-                   help=f"largest foreground translation in px at {REFERENCE_SIDE}x{REFERENCE_SIDE}, "
+    p.add_argument("--max-motion", type=positive_float, default=BENCHMARK_MOTION,
+                   help=f"largest foreground translation in px at {BENCHMARK_SIDE}x{BENCHMARK_SIDE}, "
                         "scaled with the size")
     p.add_argument("--images", type=existing_dir, default=shared_data("images"), help="photos for the layers")
     p.add_argument("--clips", type=existing_dir, default=shared_data("clips"), help="folder of videos")
@@ -124,34 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def checkpoint_paths(args: argparse.Namespace) -> list[Path]:
-    """The checkpoints to evaluate; with ``--train-steps``, pretrain one in place of a missing one."""
-    paths = args.checkpoint or [DEFAULT_CHECKPOINT]
-    missing = [p for p in paths if not p.is_file()]
-    if not missing:
-        return paths
-    if args.train_steps is None:
-        raise UserError(f"no MotionNet checkpoint at {missing[0]}: run `python experiments/pretrain_motion.py` "
-                        "first, pass --checkpoint PATH, or train briefly with --train-steps N")
-    if len(missing) > 1:
-        raise UserError(f"{len(missing)} checkpoints are missing; --train-steps replaces only one")
-    spec = importlib.util.spec_from_file_location("pretrain_motion", REPO / "experiments" / "pretrain_motion.py")
-    pretrain = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pretrain)
-    out = args.out / "motion"
-    height, width = args.clip_size
-    pretrain.main(["--out", str(out), "--steps", str(args.train_steps), "--size", f"{height}x{width}",
-                   "--images", str(args.images), "--device", args.device, "--workers", "0", "--no-tvl1"])
-    return [out / "checkpoint.pt" if p == missing[0] else p for p in paths]
-
-
-def synthetic_config(side: int, max_motion: float, image_dir: Path) -> SyntheticFlowConfig:
-    """Two-frame scenes at ``side`` x ``side`` whose foreground translation reaches
-    ``max_motion * side / 224`` px (background: half of it); rotation, scale and shear keep their
-    defaults (they are relative), so one seed gives the same scenes at every size."""
-    foreground = max_motion * side / REFERENCE_SIDE
-    return SyntheticFlowConfig(frames=2, height=side, width=side, max_translation=foreground,
-                               background_translation=foreground * DEFAULT_BACKGROUND / DEFAULT_FOREGROUND,
-                               image_dir=str(image_dir))
+    """The MotionNets to evaluate: checkpoint files or shipped weights by name (default: ``default``)."""
+    return [motion_source(c) for c in (args.checkpoint or ["default"])]
 
 
 def fit_tile(image: torch.Tensor, box: tuple[int, int] = TILE) -> torch.Tensor:
@@ -231,8 +181,8 @@ def score_synthetic(methods: list[FlowMethod], args: argparse.Namespace,
     ``20000 + --seed``); ``on_pair`` sees the pairs of the first size."""
     synthetic = {}
     for i, side in enumerate(args.synthetic_sizes):
-        config = synthetic_config(side, args.max_motion, args.images)
-        pairs = list(synthetic_pairs(SyntheticFlowDataset(args.items, config, seed=20_000 + args.seed)))
+        config = benchmark_synthetic_config(side, args.images, args.max_motion)
+        pairs = list(synthetic_pairs(SyntheticFlowDataset(args.items, config, seed=BENCHMARK_SEED + args.seed)))
         scores = score_pairs(methods, pairs, on_pair if i == 0 else None, desc=f"synthetic {side}")
         synthetic[str(side)] = {"pairs": len(pairs), "max_translation": config.max_translation,
                                 "background_translation": config.background_translation, **gt_stats(pairs),
@@ -276,7 +226,7 @@ def run(args: argparse.Namespace) -> dict:
         "settings": {"checkpoints": [str(p) for p in paths], "real_roots": [str(r) for r in roots],
                      "max_real_pairs": args.max_real_pairs, "synthetic_sizes": args.synthetic_sizes,
                      "items": args.items, "max_motion_at_224": args.max_motion, "images": str(args.images),
-                     "synthetic_seed": 20_000 + args.seed, "clips": str(args.clips),
+                     "synthetic_seed": BENCHMARK_SEED + args.seed, "clips": str(args.clips),
                      "clip_windows": args.clip_windows, "clip_frames": args.clip_frames,
                      "clip_size": list(args.clip_size), "amp": runtime.amp,
                      "channels_last": runtime.channels_last, "max_pair_columns": args.max_pair_columns},

@@ -2,8 +2,8 @@
 
     python benchmarks/flow_speed.py [--clips DIR] [--sizes 224,native] [--pairs 10] [--native-pairs 1]
                                     [--batch 8] [--repeats 5] [--native-repeats 3] [--models tiny,paper]
-                                    [--native-models tiny] [--device auto] [--amp auto] [--channels-last auto]
-                                    [--compile] [--peak-tflops T] [--out benchmarks/results]
+                                    [--native-models tiny] [--onnx auto] [--device auto] [--amp auto]
+                                    [--channels-last auto] [--compile] [--peak-tflops T] [--out benchmarks/results]
 
 Every method gets the same frame pairs: ``--pairs`` consecutive pairs from the middle of each clip,
 at 224x224 (shorter side resized, centre crop) and at each clip's native size (there
@@ -13,9 +13,12 @@ MotionNet (random weights unless ``--checkpoint`` fits) runs two ways: a frames=
 pairs in batches of ``--batch`` (``motionnet-tiny``), and, when the pairs of a clip split into
 10-flow stacks, the paper's 11-frame model, one forward per stack
 (``motionnet-tiny-w11``): what the user pays for a 10-flow stack, against TV-L1 computing the same
-10 flows. Each repeat times every method on every clip in turn, after ``--warmup`` untimed passes;
-pairs/s is the pair count over the median repeat time. On CUDA (bf16 autocast, channels_last by
-default) the achieved fraction of the GPU's dense bf16 peak is reported; on a CPU with native
+10 flows. With ONNX Runtime installed (``pip install -e ".[export]"``) and on the CPU, every MotionNet
+row also runs exported to ONNX (``hidden2stream.export``) in ONNX Runtime, fp32, same batches
+(``-ort`` rows; ``--onnx off`` leaves them out, and a note says why when they are skipped). Each
+repeat times every method on every clip in turn, after ``--warmup`` untimed passes; pairs/s is
+the pair count over the median repeat time. On CUDA (bf16 autocast, channels_last by default) the
+achieved fraction of the GPU's dense bf16 peak is reported; on a CPU with native
 bf16 (AVX512-BF16/AMX), ``--amp bf16 --channels-last on`` is the fast setting. Writes
 ``flow_speed.json`` and ``flow_speed.md`` to ``--out``.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -100,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MotionNet weights, used for the models of the same architecture and frames")
     p.add_argument("--peak-tflops", type=non_negative_float,
                    help="GPU dense bf16 peak (default: looked up from the device name)")
+    p.add_argument("--onnx", default="auto", choices=("auto", "on", "off"),
+                   help="ONNX Runtime rows (auto: when onnxruntime is installed and the device is the CPU)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output folder")
     add_runtime_args(p)
     return p
@@ -136,6 +142,44 @@ def motion_flow(model: torch.nn.Module, windows: torch.Tensor, batch: int, runti
             model(chunk, all_scales=False)
 
 
+def ort_flow(session, windows: torch.Tensor, batch: int) -> None:
+    """The same flows as :func:`motion_flow`, by an ONNX Runtime session of the exported MotionNet."""
+    name = session.get_inputs()[0].name
+    for chunk in windows.split(batch):
+        session.run(None, {name: chunk.numpy()})
+
+
+def onnx_sessions(option: str, models: dict, runtime: Runtime, folder: Path, cache: dict) -> tuple[dict, str | None]:
+    """Row name (``motionnet-tiny-ort``) -> (PyTorch row, ONNX Runtime session) for each MotionNet row,
+    and the note when there are none. ``cache`` keeps the sessions exported before (dynamic H, W)."""
+    from hidden2stream.export import missing_packages
+
+    if option == "off":
+        return {}, "ONNX Runtime rows off (--onnx off)"
+    missing = missing_packages()
+    note = None
+    if runtime.device.type != "cpu":
+        note = f"ONNX Runtime rows are CPU only: skipped on {runtime.device}"
+    elif missing:
+        note = f"ONNX Runtime rows skipped: {', '.join(missing)} not installed (pip install -e \".[export]\")"
+    if note:
+        if option == "on":
+            raise UserError(note.replace("rows skipped", "rows asked for (--onnx on)"))
+        return {}, note
+    from hidden2stream.export import FLOW_OUTPUTS, ExportableFlow, export_onnx, ort_session
+
+    sessions = {}
+    for name, model in models.items():
+        row = f"{name}-ort"
+        if row not in cache:
+            model = getattr(model, "_orig_mod", model)
+            example = torch.rand(1, model.config.frames, 3, 64, 64)
+            cache[row] = ort_session(export_onnx(ExportableFlow(model), example, folder / f"{name}.onnx",
+                                                 FLOW_OUTPUTS))
+        sessions[row] = (name, cache[row])
+    return sessions, None
+
+
 def classic_pairs(method: str, frames: torch.Tensor) -> None:
     """OpenCV flow of every consecutive pair of ``frames (P+1, 3, H, W)``."""
     for i in range(frames.shape[0] - 1):
@@ -148,13 +192,15 @@ def windows_of(frames: torch.Tensor, flows: int, device: torch.device) -> torch.
 
 
 def time_size(clips: list[tuple[str, torch.Tensor]], models: dict, methods: list[str], args: argparse.Namespace,
-              runtime: Runtime, repeats: int, label: str) -> dict:
+              runtime: Runtime, repeats: int, label: str, sessions: dict | None = None) -> dict:
     """Time every method on every clip, ``args.warmup`` untimed passes then ``repeats`` timed ones.
 
     ``models`` maps row names (``motionnet-tiny``, ``motionnet-tiny-w11``) to MotionNets; each runs
-    on the windows of its own length, so every row computes the same flows.
+    on the windows of its own length, so every row computes the same flows. ``sessions`` maps
+    ONNX Runtime rows to (the PyTorch row whose windows they take, the session).
     """
-    names = list(models) + list(methods)
+    sessions = sessions or {}
+    names = list(models) + list(sessions) + list(methods)
     windows = {name: [windows_of(f, model.num_flows, runtime.device) for _, f in clips]
                for name, model in models.items()}
     seconds = {n: [[0.0] * len(clips) for _ in range(repeats)] for n in names}
@@ -166,6 +212,9 @@ def time_size(clips: list[tuple[str, torch.Tensor]], models: dict, methods: list
                     if name in models:
                         elapsed = timed(lambda: motion_flow(models[name], windows[name][c], args.batch, runtime),
                                         runtime.device)
+                    elif name in sessions:
+                        base, session = sessions[name]
+                        elapsed = timed(lambda: ort_flow(session, windows[base][c], args.batch), runtime.device)
                     else:
                         elapsed = timed(lambda: classic_pairs(name, frames), runtime.device)
                     if rep >= args.warmup:
@@ -239,19 +288,28 @@ def run(args: argparse.Namespace) -> dict:
                                  "compile": runtime.compile,
                                  "weights": str(args.checkpoint) if args.checkpoint else "random"},
                     "sizes": {}}
-    for size in args.sizes:
-        native = size == "native"
-        pairs = args.native_pairs if native else args.pairs
-        models = build_models(native_models if native else args.models, runtime, checkpoint,
-                              windows=pairs % STACK_FLOWS == 0)
-        clips = load_clip_frames(args.clips, size, pairs + 1)
-        result["sizes"][size] = time_size(clips, models, args.methods, args, runtime,
-                                          args.native_repeats if native else args.repeats, size)
-        if not native and "compute" not in result:
-            peak = peak_tflops(runtime, args.peak_tflops)
-            result["compute"] = {"size": int(size), "peak_tflops": peak,
-                                 "models": compute_use(models, result["sizes"][size]["pairs_per_s"],
-                                                       int(size), runtime, peak)}
+    cache: dict = {}
+    with tempfile.TemporaryDirectory(prefix="flow_speed_onnx_") as folder:
+        for size in args.sizes:
+            native = size == "native"
+            pairs = args.native_pairs if native else args.pairs
+            models = build_models(native_models if native else args.models, runtime, checkpoint,
+                                  windows=pairs % STACK_FLOWS == 0)
+            sessions, note = onnx_sessions(args.onnx, models, runtime, Path(folder), cache)
+            result["settings"]["onnx_note"] = note
+            clips = load_clip_frames(args.clips, size, pairs + 1)
+            result["sizes"][size] = time_size(clips, models, args.methods, args, runtime,
+                                              args.native_repeats if native else args.repeats, size, sessions)
+            if not native and "compute" not in result:
+                peak = peak_tflops(runtime, args.peak_tflops)
+                result["compute"] = {"size": int(size), "peak_tflops": peak,
+                                     "models": compute_use(models, result["sizes"][size]["pairs_per_s"],
+                                                           int(size), runtime, peak)}
+    if cache:
+        import onnxruntime
+
+        from hidden2stream.export import export_opset
+        result["settings"]["onnx"] = {"opset": export_opset(), "onnxruntime": onnxruntime.__version__}
     return result
 
 
@@ -263,6 +321,11 @@ def markdown(result: dict) -> str:
              f"compile {'on' if s['compile'] else 'off'}, MotionNet pair batch {s['batch']}, weights {s['weights']})",
              "", f"`-w{STACK_FLOWS + 1}`: the {STACK_FLOWS + 1}-frame MotionNet, one forward per {STACK_FLOWS}-flow "
              f"stack of the same pairs; seconds per stack = what one temporal-stream input costs.", ""]
+    if s.get("onnx"):
+        lines += [f"`-ort`: the same MotionNet exported to ONNX (opset {s['onnx']['opset']}) and run by ONNX Runtime "
+                  f"{s['onnx']['onnxruntime']} on the CPU, fp32, same batches.", ""]
+    elif s.get("onnx_note"):
+        lines += [s["onnx_note"] + ".", ""]
     for size, r in result["sizes"].items():
         shape = "native size per clip" if size == "native" else f"{size}x{size}"
         tvl1 = r["pairs_per_s"].get("tvl1")

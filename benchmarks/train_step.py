@@ -2,6 +2,7 @@
 
     python benchmarks/train_step.py [--hidden stacked,branched] [--fusion late,conv,sum,bilinear]
                                     [--motion-mode trained,frozen] [--arch tiny,resnet18] [--product]
+                                    [--streams both,spatial,temporal] [--temporal-fusion avg,max3d]
                                     [--size 64] [--frames 6] [--segments 3] [--batch 16]
                                     [--pretrain tiny,paper] [--steps 5] [--out benchmarks/results]
 
@@ -12,7 +13,9 @@ the fine-tune motion loss unless MotionNet is frozen), backward, AdamW. MotionNe
 runs ``--warmup`` untimed steps then ``--steps`` timed ones; clips/s = batch / median step time.
 
 Configurations: the first value of every list is the baseline and each other value is tried with
-the rest at baseline (``--product``: every combination). Peak memory: on CUDA
+the rest at baseline (``--product``: every combination). An ``--arch`` item is one arch for both
+streams or ``SPATIAL:TEMPORAL`` (e.g. ``r2plus1d_18:tiny``: a 3D spatial stream with the tiny
+hidden stream); ``--streams spatial`` / ``temporal`` time one stream alone (its head only). Peak memory: on CUDA
 ``torch.cuda.max_memory_allocated``; on CPU each configuration runs in a fresh subprocess and
 reports its peak RSS (``--in-process``: one process, peak RSS so far, not per configuration).
 Writes ``train_step.json`` and ``train_step.md`` to ``--out``.
@@ -39,15 +42,17 @@ from hidden2stream.data.synthetic_flow import SyntheticFlowConfig, SyntheticFlow
 from hidden2stream.errors import UserError
 from hidden2stream.evaluate import markdown_table
 from hidden2stream.losses.motion import PRESETS, MotionLossConfig
-from hidden2stream.models.fusion import FUSIONS
+from hidden2stream.models.fusion import FUSIONS, TEMPORAL_FUSIONS
 from hidden2stream.models.hidden import HIDDEN_KINDS
 from hidden2stream.models.motionnet import MOTIONNETS, build_motionnet
-from hidden2stream.models.streams import STREAM_ARCHS
+from hidden2stream.models.streams import STREAM_ARCHS, VIDEO_ARCHS
 from hidden2stream.models.two_stream import hidden_two_stream
 from hidden2stream.train.objectives import ActionObjective, MotionObjective
 from hidden2stream.train.runtime import Runtime, add_runtime_args, runtime_from_args
 
 MOTION_MODES = ("trained", "frozen")
+STREAM_KINDS_RUN = {"both": ("spatial", "temporal"), "spatial": ("spatial",), "temporal": ("temporal",)}
+STREAM_KINDS = tuple(STREAM_KINDS_RUN)
 CLIP_FRAMES = 16  # synthetic clip length the K windows are drawn from (at least T+1)
 
 
@@ -61,14 +66,33 @@ def choices(allowed: tuple[str, ...] | list[str]):
     return parse
 
 
+def arch_pairs(text: str) -> list[str]:
+    """argparse type: a comma list of ``ARCH`` or ``SPATIAL:TEMPORAL`` items, each arch in STREAM_ARCHS."""
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if not items or any(len(i.split(":")) > 2 or any(a not in STREAM_ARCHS for a in i.split(":")) for i in items):
+        raise argparse.ArgumentTypeError(f"{text!r}: give ARCH or SPATIAL:TEMPORAL items, archs from "
+                                         f"{', '.join(STREAM_ARCHS)}")
+    return items
+
+
+def split_arch(item: str) -> tuple[str, str]:
+    """``"r2plus1d_18:tiny"`` -> ``("r2plus1d_18", "tiny")``; ``"tiny"`` -> ``("tiny", "tiny")``."""
+    spatial, _, temporal = item.partition(":")
+    return spatial, temporal or spatial
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description=__doc__.split("\n")[0])
     p.add_argument("--hidden", type=choices(HIDDEN_KINDS), default=["stacked", "branched"])
     p.add_argument("--fusion", type=choices(FUSIONS), default=["late", "conv", "sum", "bilinear"])
     p.add_argument("--motion-mode", type=choices(MOTION_MODES), default=list(MOTION_MODES),
                    help="MotionNet trained end to end or frozen")
-    p.add_argument("--arch", type=choices(STREAM_ARCHS), default=["tiny", "resnet18"],
-                   help="spatial and temporal stream architecture")
+    p.add_argument("--arch", type=arch_pairs, default=["tiny", "resnet18"],
+                   help="stream architecture: ARCH for both streams or SPATIAL:TEMPORAL")
+    p.add_argument("--streams", type=choices(STREAM_KINDS), default=["both"],
+                   help="streams trained: both (fused) or one alone")
+    p.add_argument("--temporal-fusion", type=choices(TEMPORAL_FUSIONS), default=["avg"],
+                   help="temporal fusion of conv fusions (with a 3D stream: avg pools time, max3d/conv3d keep it)")
     p.add_argument("--motion", choices=sorted(MOTIONNETS), default="tiny", help="MotionNet inside the network")
     p.add_argument("--product", action="store_true", help="every combination instead of one change at a time")
     p.add_argument("--pretrain", type=choices(sorted(MOTIONNETS)), default=["tiny", "paper"],
@@ -89,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def configurations(args: argparse.Namespace) -> list[dict]:
     """Two-stream configurations (baseline + one change at a time, or the product) and pretraining runs."""
-    axes = {"hidden": args.hidden, "fusion": args.fusion, "motion_mode": args.motion_mode, "arch": args.arch}
+    axes = {"hidden": args.hidden, "fusion": args.fusion, "motion_mode": args.motion_mode, "arch": args.arch,
+            "streams": args.streams, "temporal_fusion": args.temporal_fusion}
     if args.product:
         combos = [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
     else:
@@ -104,7 +129,12 @@ def configurations(args: argparse.Namespace) -> list[dict]:
 def label(config: dict) -> str:
     if config["kind"] == "pretrain":
         return f"pretrain MotionNet-{config['motion']}"
-    return f"{config['hidden']}/{config['fusion']}/motion {config['motion_mode']}/{config['arch']}"
+    text = f"{config['hidden']}/{config['fusion']}/motion {config['motion_mode']}/{config['arch']}"
+    if config.get("temporal_fusion", "avg") != "avg":
+        text += f"/{config['temporal_fusion']}"
+    if config.get("streams", "both") != "both":
+        text += f"/{config['streams']} alone"
+    return text
 
 
 def action_batch(args: argparse.Namespace, device: torch.device) -> tuple[dict[str, torch.Tensor], int]:
@@ -135,14 +165,19 @@ def setup(config: dict, args: argparse.Namespace, runtime: Runtime):
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
         return model, MotionObjective(PRESETS["improved"]()), optimizer, flow_batch(args, runtime.device)
     batch, num_classes = action_batch(args, runtime.device)
+    spatial_arch, temporal_arch = split_arch(config["arch"])
+    if config["hidden"] == "branched" and temporal_arch in VIDEO_ARCHS:
+        temporal_arch = "tiny"  # unused by the branched stream, which has its own head
     model = hidden_two_stream(num_classes, motion=config["motion"], frames=args.frames,
-                              spatial_arch=config["arch"], temporal_arch=config["arch"], hidden=config["hidden"],
-                              fusion=config["fusion"], segments=args.segments)
+                              spatial_arch=spatial_arch, temporal_arch=temporal_arch, hidden=config["hidden"],
+                              fusion=config["fusion"], temporal_fusion=config.get("temporal_fusion", "avg"),
+                              segments=args.segments)
     frozen = config["motion_mode"] == "frozen"
     if frozen:
         model.motionnet.requires_grad_(False)
     model = runtime.prepare(model)
-    objective = ActionObjective(("spatial", "temporal"), None if frozen else MotionLossConfig.fine_tune())
+    streams = STREAM_KINDS_RUN[config.get("streams", "both")]
+    objective = ActionObjective(streams, None if frozen else MotionLossConfig.fine_tune())
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     return model, objective, optimizer, batch
 

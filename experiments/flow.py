@@ -1,12 +1,15 @@
 """Run a trained MotionNet on a video or a frame pair; write ``.flo`` files and PNG pictures.
 
+    python experiments/flow.py --pair a.png b.png --out flow/          # the shipped weights
+    python experiments/flow.py --video clip.mp4 --out flow/
     python experiments/flow.py --checkpoint runs/motion/checkpoint.pt --video clip.mp4 --out flow/
-    python experiments/flow.py --checkpoint runs/motion/checkpoint.pt --pair a.png b.png --out flow/
 
 A video is cut into consecutive windows of T+1 frames that share their end frames, so the files
 ``flow_00000.flo, flow_00001.flo, ...`` are the forward flows from frame i to frame i+1 (pixels,
-channel 0 = x). A frame pair is fed as a window whose later frames repeat the second frame; its
-first flow is written.
+channel 0 = x). Without ``--checkpoint`` the shipped weights (``--weights default``) are used; they
+serve any window length, so a pair runs through a 2-frame model and a video through 11-frame
+windows. A checkpoint whose weights fit only its own window length gets a pair as a window whose
+later frames repeat the second frame; its first flow is written.
 """
 from __future__ import annotations
 
@@ -22,14 +25,18 @@ from hidden2stream.data.video import probe_video, read_frames
 from hidden2stream.errors import UserError
 from hidden2stream.flow.io import write_flo
 from hidden2stream.flow.visualize import flow_to_rgb, save_png
-from hidden2stream.pretrained import load_motionnet
+from hidden2stream.pretrained import load_flow_model
 from hidden2stream.train.runtime import add_runtime_args, evaluation, runtime_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", type=existing_path, required=True,
-                   help="pretrain_motion.py or train_two_stream.py checkpoint")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--checkpoint", type=existing_path,
+                         help="pretrain_motion.py or train_two_stream.py checkpoint")
+    weights.add_argument("--weights", default="default",
+                         help="shipped MotionNet weights by name, used when no --checkpoint is given "
+                              "(default: %(default)s)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--video", type=existing_path)
     source.add_argument("--pair", type=existing_path, nargs=2, metavar=("FRAME0", "FRAME1"))
@@ -76,7 +83,7 @@ def _windows(args: argparse.Namespace, frames: int):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     runtime = runtime_from_args(args)
-    model = runtime.prepare(load_motionnet(args.checkpoint))
+    model = runtime.prepare(load_flow_model(args.checkpoint or args.weights, pair=bool(args.pair)))
     args.out.mkdir(parents=True, exist_ok=True)
     written = 0
     with evaluation(model):

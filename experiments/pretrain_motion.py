@@ -38,6 +38,7 @@ from hidden2stream.train.loop import train
 from hidden2stream.train.objectives import MotionObjective, SupervisedFlowObjective
 from hidden2stream.train.options import add_train_args, train_config_from_args
 from hidden2stream.train.runtime import add_runtime_args, runtime_from_args
+from hidden2stream.train.tensorboard import FlowImages, flatten_scalars, log_final
 
 PAPER_MILESTONES = (0.25, 0.5, 0.625, 0.75, 0.875)  # 100k/200k/250k/300k/350k of 400k
 
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
         config = train_config_from_args(args, milestones=PAPER_MILESTONES)
         result = train(model, train_set, objective(args), optimizer, config,
                        runtime, kind="motionnet", model_config=model_config(args),
-                       description=f"pretrain {args.model}")
+                       description=f"pretrain {args.model}", image_callback=FlowImages(runtime))
         if not runtime.is_main:
             return {}
         report = {"recipe": args.recipe, "steps": result.step, "train_seconds": result.seconds,
@@ -197,6 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
             save_flow_pictures(model, [clips[i]["frames"] for i in range(min(4, len(clips)))],
                                args.out / "flow_clips.png", runtime)
         (args.out / "eval.json").write_text(json.dumps(report, indent=2))
+        log_final(args.out, result.step, flatten_scalars("eval", {k: v for k, v in report.items() if isinstance(v, dict)}))
         print(format_report(report))
         return report
     finally:

@@ -2,6 +2,8 @@
 
     python experiments/train_two_stream.py --motion-checkpoint runs/motion/checkpoint.pt
     python experiments/train_two_stream.py --streams spatial --out runs/spatial      # one stream alone
+    python experiments/train_two_stream.py --spatial-arch r2plus1d_18 --spatial-weights r2plus1d_18.pth \
+        --temporal-arch i3d_resnet18 --temporal-weights resnet18.pth     # 3D streams on clips / flow clips
     python experiments/train_two_stream.py --dataset ucf101 --video-root UCF-101 \
         --split-dir ucfTrainTestlist --split 1 --spatial-arch resnet50 --temporal-arch resnet50 \
         --spatial-weights imagenet --size 224 --frames 11 --optimizer sgd --lr 1e-3 --motion-lr 1e-6
@@ -20,14 +22,12 @@ from pathlib import Path
 
 import torch
 
-from hidden2stream.cli import (OneLineParser, existing_dir, existing_path, frame_count, image_size,
-                               non_negative_float, positive_int, run_cli)
-from hidden2stream.data.actions import ActionVideoDataset, parse_class_folders, parse_hmdb51, parse_ucf101
+from hidden2stream.cli import OneLineParser, existing_path, non_negative_float, run_cli
+from hidden2stream.data.action_sets import action_datasets, add_action_data_args, protocol_name
 from hidden2stream.data.augment import clip_augmentation
-from hidden2stream.data.synthetic_actions import SyntheticActionConfig, SyntheticActionDataset
-from hidden2stream.errors import CheckpointError, UserError
-from hidden2stream.evaluate import (action_table, evaluate_actions, markdown_table, save_confusion_png,
-                                    save_flow_pictures)
+from hidden2stream.errors import CheckpointError
+from hidden2stream.evaluate import (action_table, confusion_image, evaluate_actions, markdown_table,
+                                    save_confusion_png, save_flow_pictures)
 from hidden2stream.losses.motion import PRESETS
 from hidden2stream.models.fusion import FUSIONS, TEMPORAL_FUSIONS
 from hidden2stream.models.hidden import HIDDEN_KINDS
@@ -41,6 +41,7 @@ from hidden2stream.train.loop import train
 from hidden2stream.train.objectives import ActionObjective
 from hidden2stream.train.options import add_train_args, train_config_from_args
 from hidden2stream.train.runtime import add_runtime_args, runtime_from_args
+from hidden2stream.train.tensorboard import FlowImages, flatten_scalars, log_final
 
 STREAM_CHOICES = {"both": ("spatial", "temporal"), "spatial": ("spatial",), "temporal": ("temporal",)}
 
@@ -48,23 +49,7 @@ STREAM_CHOICES = {"both": ("spatial", "temporal"), "spatial": ("spatial",), "tem
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=Path("runs/two_stream"))
-    data = p.add_argument_group("data")
-    data.add_argument("--dataset", default="synthetic", choices=["synthetic", "ucf101", "hmdb51", "folder"])
-    data.add_argument("--video-root", type=existing_dir, help="videos (ucf101/hmdb51/folder of class folders)")
-    data.add_argument("--split-dir", type=existing_dir, help="folder of the official split files")
-    data.add_argument("--split", type=int, default=1, choices=[1, 2, 3])
-    data.add_argument("--test-root", type=existing_dir, help="--dataset folder: test class folders")
-    data.add_argument("--appearances", type=positive_int, default=3, help="synthetic: colour schemes")
-    data.add_argument("--motions", type=positive_int, default=4, help="synthetic: motion kinds (<= 8)")
-    data.add_argument("--train-items", type=positive_int, default=3000, help="synthetic train clips")
-    data.add_argument("--test-items", type=positive_int, default=240, help="synthetic test clips")
-    data.add_argument("--frames", type=frame_count, default=6, help="T+1 frames per window (paper: 11)")
-    data.add_argument("--segments", type=positive_int, default=3, help="TSN segments K")
-    data.add_argument("--size", type=image_size, default=(64, 64))
-    data.add_argument("--frame-cache", type=Path,
-                      help="decode each video once into uint8 frames under DIR, then read those")
-    data.add_argument("--test-crops", choices=["centre", "multi"], default="centre")
-    data.add_argument("--test-flip", action="store_true")
+    add_action_data_args(p)
     model = p.add_argument_group("model")
     model.add_argument("--streams", choices=sorted(STREAM_CHOICES), default="both")
     model.add_argument("--motion", choices=sorted(MOTIONNETS), default="tiny")
@@ -75,8 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--hidden", choices=HIDDEN_KINDS, default="stacked")
     model.add_argument("--spatial-arch", choices=STREAM_ARCHS, default="tiny")
     model.add_argument("--temporal-arch", choices=STREAM_ARCHS, default="tiny")
-    model.add_argument("--spatial-weights", help="'imagenet' or a local torchvision state_dict file")
-    model.add_argument("--temporal-weights", help="RGB weights for cross-modality init")
+    model.add_argument("--spatial-weights",
+                       help="'imagenet' (2D archs, i3d_*), 'kinetics' (torchvision video archs: r3d_18, "
+                            "mc3_18, r2plus1d_18, s3d, mvit_v2_s) or a local torchvision state_dict file")
+    model.add_argument("--temporal-weights",
+                       help="RGB weights for cross-modality init, as --spatial-weights (a video arch "
+                            "sees the flows as a 2-channel clip)")
     model.add_argument("--init-spatial", type=existing_path, help="two-stream checkpoint: take its spatial stream")
     model.add_argument("--init-temporal", type=existing_path, help="two-stream checkpoint: take its hidden stream")
     model.add_argument("--fusion", choices=FUSIONS, default="late")
@@ -91,37 +80,6 @@ def build_parser() -> argparse.ArgumentParser:
                    checkpoint_every=100, log_every=20)
     add_runtime_args(p)
     return p
-
-
-def datasets(args: argparse.Namespace):
-    """(train set, test set, class names); synthetic data needs no files."""
-    height, width = args.size
-    if args.dataset == "synthetic":
-        config = SyntheticActionConfig(segments=args.segments, frames=args.frames, height=height,
-                                       width=width, appearances=args.appearances, motions=args.motions)
-        train_set = SyntheticActionDataset(args.train_items, config, seed=args.seed)
-        test_set = SyntheticActionDataset(args.test_items, config, seed=10_000 + args.seed)
-        return train_set, test_set, train_set.class_names
-    if args.video_root is None:
-        raise UserError(f"--dataset {args.dataset} needs --video-root")
-    if args.dataset == "folder":
-        train_samples, classes = parse_class_folders(args.video_root)
-        if args.test_root is None:
-            raise UserError("--dataset folder needs --test-root (class folders of test videos)")
-        test_samples, test_classes = parse_class_folders(args.test_root)
-        if test_classes != classes:
-            raise UserError(f"{args.test_root} has other classes than {args.video_root}")
-    else:
-        if args.split_dir is None:
-            raise UserError(f"--dataset {args.dataset} needs --split-dir (official split files)")
-        parse = parse_ucf101 if args.dataset == "ucf101" else parse_hmdb51
-        train_samples, classes = parse(args.video_root, args.split_dir, args.split, "train")
-        test_samples, _ = parse(args.video_root, args.split_dir, args.split, "test")
-    common = dict(num_classes=len(classes), segments=args.segments, frames=args.frames, size=args.size,
-                  seed=args.seed, cache_dir=args.frame_cache)
-    return (ActionVideoDataset(train_samples, train=True, **common),
-            ActionVideoDataset(test_samples, train=False, test_crops=args.test_crops,
-                               test_flip=args.test_flip, **common), classes)
 
 
 def model_config(args: argparse.Namespace, classes: list[str]) -> dict:
@@ -177,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
     rank, world_size, local_rank = init_distributed()
     try:
         runtime = runtime_from_args(args, rank, world_size, local_rank)
-        train_set, test_set, classes = datasets(args)
+        train_set, test_set, classes = action_datasets(args)
         torch.manual_seed(args.seed)  # same initial weights on every rank and every rerun
         model = build_model(args, len(classes))
         streams = STREAM_CHOICES[args.streams]
@@ -186,36 +144,50 @@ def main(argv: list[str] | None = None) -> dict:
         augment = None if args.dataset == "synthetic" else clip_augmentation(train=True, flip=True)
         objective = ActionObjective(streams, None if args.freeze_motion else motion, args.motion_weight,
                                     augment.to(runtime.device) if augment is not None else None)
+        run = {"streams": list(streams), "test_items": args.test_items}  # evaluate.py's defaults
         config = train_config_from_args(args, milestones=(0.5, 0.75), gamma=0.1,
-                                        find_unused_parameters=len(streams) == 1)
+                                        find_unused_parameters=len(streams) == 1, extra=run)
+        images = FlowImages(runtime, lambda m: m.motionnet) if "temporal" in streams else None
         result = train(model, train_set, objective, optimizer_for(model, args), config, runtime,
                        kind="two_stream", model_config=model_config(args, list(classes)),
-                       description=f"train {args.streams}")
-        if not runtime.is_main or args.no_eval:
+                       description=f"train {args.streams}", image_callback=images)
+        if args.no_eval:
             return {"steps": result.step}
         model = unwrap(model)
         report = evaluate_actions(model, test_set, runtime, len(classes), streams=streams,
-                                  num_workers=args.workers)
-        save_confusion_png(report.confusion, args.out / "confusion.png")
-        if "temporal" in streams:
-            clips = [test_set[i]["frames"].reshape(-1, *test_set[i]["frames"].shape[-4:])[0]
-                     for i in range(min(4, len(test_set)))]
-            save_flow_pictures(model.motionnet, clips, args.out / "flow_test_clips.png", runtime)
-        summary = {"steps": result.step, "train_seconds": result.seconds, "streams": args.streams,
-                   "freeze_motion": args.freeze_motion, "classes": list(classes), **report.as_dict()}
-        text = (f"{args.streams} ({args.fusion} fusion), {result.step} steps in {result.seconds:.0f} s "
-                f"on {runtime.device}; {len(test_set)} test videos, {len(classes)} classes\n"
-                + action_table(report))
-        if args.dataset == "synthetic":  # classes are (appearance, motion): which factor each head gets
-            factors = {head: report.factor_accuracy(head, args.motions) for head in report.confusions}
-            summary["factor_accuracy"] = {h: {"appearance": a, "motion": m} for h, (a, m) in factors.items()}
-            text += "\n\n" + markdown_table(["head", "appearance accuracy", "motion accuracy"],
-                                            [[h, a, m] for h, (a, m) in factors.items()])
-        (args.out / "eval.json").write_text(json.dumps(summary, indent=2))
-        print(text)
-        return summary
+                                  num_workers=args.workers)  # on every rank, each video once
+        if not runtime.is_main:
+            return {"steps": result.step}
+        return report_results(args, model, test_set, list(classes), streams, result, report, runtime)
     finally:
         shutdown_distributed()
+
+
+def report_results(args: argparse.Namespace, model: torch.nn.Module, test_set, classes: list[str],
+                   streams: tuple[str, ...], result, report, runtime) -> dict:
+    """Rank 0 after the evaluation: eval.json, confusion.png, flow pictures, TensorBoard, the tables."""
+    save_confusion_png(report.confusion, args.out / "confusion.png")
+    if "temporal" in streams:
+        clips = [test_set[i]["frames"].reshape(-1, *test_set[i]["frames"].shape[-4:])[0]
+                 for i in range(min(4, len(test_set)))]
+        save_flow_pictures(model.motionnet, clips, args.out / "flow_test_clips.png", runtime)
+    summary = {"steps": result.step, "train_seconds": result.seconds, "streams": args.streams,
+               "freeze_motion": args.freeze_motion, "classes": list(classes), "protocol": protocol_name(args),
+               **report.as_dict()}
+    text = (f"{args.streams} ({args.fusion} fusion), {result.step} steps in {result.seconds:.0f} s "
+            f"on {runtime.device}; {len(test_set)} test videos, {len(classes)} classes, "
+            f"{protocol_name(args)}\n" + action_table(report))
+    if args.dataset == "synthetic":  # classes are (appearance, motion): which factor each head gets
+        factors = {head: report.factor_accuracy(head, args.motions) for head in report.confusions}
+        summary["factor_accuracy"] = {h: {"appearance": a, "motion": m} for h, (a, m) in factors.items()}
+        text += "\n\n" + markdown_table(["head", "appearance accuracy", "motion accuracy"],
+                                        [[h, a, m] for h, (a, m) in factors.items()])
+    (args.out / "eval.json").write_text(json.dumps(summary, indent=2))
+    accuracies = {k: summary[k] for k in ("clip_top1", "clip_top5", "video_top1", "video_top5")}
+    log_final(args.out, result.step, flatten_scalars("eval", accuracies),
+              {"eval/confusion": confusion_image(report.confusion)})
+    print(text)
+    return summary
 
 
 if __name__ == "__main__":

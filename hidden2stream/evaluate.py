@@ -5,6 +5,7 @@ them as tables and save them as JSON.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -19,7 +20,9 @@ from hidden2stream.flow.classic import classic_flow_sequence
 from hidden2stream.flow.metrics import endpoint_error, fl_all, photometric_l1, warped_ssim
 from hidden2stream.flow.visualize import flow_to_rgb, make_grid_png
 from hidden2stream.models.fusion import late_fusion
+from hidden2stream.train.distributed import all_gather_objects
 from hidden2stream.train.runtime import Runtime, evaluation
+from hidden2stream.train.sampler import ShardSampler
 
 
 class _FlowTotals:
@@ -143,9 +146,16 @@ def evaluate_classic_photometric(method: str, dataset: Dataset, limit: int | Non
     return totals.result()
 
 
+HEADS = ("spatial", "temporal", "fused")
+
+
 @dataclass
 class ActionReport:
-    """Accuracies per head (``spatial``, ``temporal``, ``fused``, ``late``) and a confusion matrix."""
+    """Accuracies per head (``spatial``, ``temporal``, ``fused``, ``late``) and a confusion matrix.
+
+    ``scores`` holds the video scores per head ``(N, C)`` (mean softmax over the views; ``late``:
+    the paper's rule) and ``labels`` the true classes ``(N,)``, both in dataset order.
+    """
 
     num_classes: int
     clip_top1: dict[str, float] = field(default_factory=dict)
@@ -153,11 +163,22 @@ class ActionReport:
     video_top5: dict[str, float] = field(default_factory=dict)
     confusions: dict[str, torch.Tensor] = field(default_factory=dict)  # (C, C): rows true, cols predicted
     confusion_head: str = ""
+    clip_top5: dict[str, float] = field(default_factory=dict)
+    scores: dict[str, torch.Tensor] = field(default_factory=dict)
+    labels: torch.Tensor | None = None
+    videos: int = 0
+    clips: int = 0
+    seconds: float = 0.0
 
     @property
     def confusion(self) -> torch.Tensor:
         """The confusion matrix of the main head (fused when there is one)."""
         return self.confusions[self.confusion_head]
+
+    def per_class(self, head: str) -> list[float]:
+        """Video top-1 accuracy of ``head`` for each class (0 for a class without test videos)."""
+        matrix = self.confusions[head].float()
+        return (matrix.diagonal() / matrix.sum(1).clamp(min=1)).tolist()
 
     def factor_accuracy(self, head: str, factor: int) -> tuple[float, float]:
         """For labels ``major * factor + minor``: accuracy of the predicted major and minor parts.
@@ -174,8 +195,9 @@ class ActionReport:
 
     def as_dict(self) -> dict:
         return {"num_classes": self.num_classes, "chance": 1.0 / self.num_classes,
-                "clip_top1": self.clip_top1, "video_top1": self.video_top1,
-                "video_top5": self.video_top5, "confusion_head": self.confusion_head,
+                "clip_top1": self.clip_top1, "clip_top5": self.clip_top5, "video_top1": self.video_top1,
+                "video_top5": self.video_top5, "videos": self.videos, "clips": self.clips,
+                "eval_seconds": self.seconds, "confusion_head": self.confusion_head,
                 "confusions": {head: m.tolist() for head, m in self.confusions.items()}}
 
 
@@ -184,50 +206,111 @@ def _topk(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
     return float((scores.topk(k, dim=1).indices == labels[:, None]).any(1).float().mean())
 
 
-def evaluate_actions(model: nn.Module, dataset: Dataset, runtime: Runtime, num_classes: int,
-                     streams: Sequence[str] = ("spatial", "temporal"), batch_size: int = 4,
-                     num_workers: int = 0) -> ActionReport:
-    """Clip and video accuracy of each stream head and the fused head.
+class _WithIndex(Dataset):
+    """A dataset whose items also carry their ``index``, so shards can be put back in order."""
 
-    Items hold ``frames`` of shape ``(V, K, T+1, 3, H, W)`` (V test views: crops x flips) or
-    ``(K, T+1, 3, H, W)`` (one view). A clip is one view; a video's score is the mean softmax over
-    its views. With both streams, ``late`` is the paper's test-time rule (negative scores clipped,
-    each stream L1-normalised, spatial + 1.5 x temporal) on the video scores.
-    """
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
-    clip_hits: dict[str, float] = {}
-    video_scores: dict[str, list[torch.Tensor]] = {}
-    labels_all: list[torch.Tensor] = []
-    clips = 0
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict:
+        return {**self.dataset[index], "index": index}
+
+
+def _forward_views(model: nn.Module, clips: torch.Tensor, runtime: Runtime, streams: tuple[str, ...],
+                   max_windows: int) -> dict[str, torch.Tensor]:
+    """Logits per head ``(N, C)`` (float32, CPU) of clips ``(N, K, T+1, 3, H, W)``, run in chunks
+    of at most ``max_windows`` windows (at least one clip): in eval mode each clip is scored
+    alone, so chunking changes nothing but the memory."""
+    per = max(1, max_windows // clips.shape[1])
+    parts: list[dict[str, torch.Tensor]] = []
+    for start in range(0, clips.shape[0], per):
+        with runtime.autocast():
+            out = model(clips[start:start + per].to(runtime.device), streams=streams)
+        parts.append({head: out[head].float().cpu() for head in HEADS if head in out})
+    return {head: torch.cat([p[head] for p in parts]) for head in parts[0]}
+
+
+def _video_record(logits: dict[str, torch.Tensor], label: int) -> dict:
+    """One video's views ``{head: (V, C)}`` -> its score (mean softmax) and clip hits per head."""
+    record: dict = {"label": label, "views": 0, "scores": {}, "clip_top1": {}, "clip_top5": {}}
+    for head, views in logits.items():
+        top = views.topk(min(5, views.shape[1]), dim=1).indices
+        record["views"] = views.shape[0]
+        record["scores"][head] = views.softmax(-1).mean(0)
+        record["clip_top1"][head] = int((top[:, 0] == label).sum())
+        record["clip_top5"][head] = int((top == label).any(1).sum())
+    return record
+
+
+def _score_shard(model: nn.Module, loader: DataLoader, runtime: Runtime, streams: tuple[str, ...],
+                 max_windows: int, description: str) -> dict[int, dict]:
+    """``{dataset index: video record}`` for the videos of this rank's shard."""
+    records: dict[int, dict] = {}
+    bar = tqdm(total=len(loader.sampler), desc=description, unit="video", leave=False,  # type: ignore[arg-type]
+               disable=not runtime.is_main or None, dynamic_ncols=True)
     with evaluation(model):
-        for batch in tqdm(loader, desc="evaluate", leave=False, disable=None):
-            frames, labels = batch["frames"], batch["label"]
-            if frames.ndim == 6:
+        for batch in loader:
+            frames = batch["frames"]
+            if frames.ndim == 6:  # one view per video
                 frames = frames[:, None]
             b, v = frames.shape[:2]
-            with runtime.autocast():
-                out = model(frames.flatten(0, 1).to(runtime.device), streams=tuple(streams))
-            for head in ("spatial", "temporal", "fused"):
-                if head not in out:
-                    continue
-                scores = out[head].float().cpu().reshape(b, v, -1)
-                clip_hits[head] = clip_hits.get(head, 0.0) + float(
-                    (scores.argmax(-1) == labels[:, None]).float().sum())
-                video_scores.setdefault(head, []).append(scores.softmax(-1).mean(1))
-            labels_all.append(labels)
-            clips += b * v
-    labels = torch.cat(labels_all)
-    scores = {head: torch.cat(parts) for head, parts in video_scores.items()}
+            logits = _forward_views(model, frames.flatten(0, 1), runtime, streams, max_windows)
+            for j, (index, label) in enumerate(zip(batch["index"].tolist(), batch["label"].tolist())):
+                records[index] = _video_record({h: s[j * v:(j + 1) * v] for h, s in logits.items()}, label)
+            bar.update(b)
+    bar.close()
+    return records
+
+
+def action_report(records: dict[int, dict], num_classes: int) -> ActionReport:
+    """Accuracies from the video records of :func:`evaluate_actions`, in dataset order."""
+    order = sorted(records)
+    labels = torch.tensor([records[i]["label"] for i in order])
+    heads = list(records[order[0]]["scores"])
+    scores = {head: torch.stack([records[i]["scores"][head] for i in order]) for head in heads}
     if "spatial" in scores and "temporal" in scores:
         scores["late"] = late_fusion(scores["spatial"], scores["temporal"])
-    report = ActionReport(num_classes=num_classes)
+    clips = sum(records[i]["views"] for i in order)
+    report = ActionReport(num_classes=num_classes, scores=scores, labels=labels, videos=len(order), clips=clips)
     for head, value in scores.items():
-        if head in clip_hits:
-            report.clip_top1[head] = clip_hits[head] / clips
+        if head in heads:  # "late" is a rule on video scores: no clip accuracy
+            report.clip_top1[head] = sum(records[i]["clip_top1"][head] for i in order) / clips
+            report.clip_top5[head] = sum(records[i]["clip_top5"][head] for i in order) / clips
         report.video_top1[head] = _topk(value, labels, 1)
         report.video_top5[head] = _topk(value, labels, 5)
         report.confusions[head] = confusion_matrix(value.argmax(1), labels, num_classes)
-    report.confusion_head = "fused" if "fused" in scores else next(iter(scores))
+    report.confusion_head = "fused" if "fused" in scores else heads[0]
+    return report
+
+
+def evaluate_actions(model: nn.Module, dataset: Dataset, runtime: Runtime, num_classes: int,
+                     streams: Sequence[str] = ("spatial", "temporal"), batch_size: int = 4,
+                     num_workers: int = 0, max_windows: int = 256,
+                     description: str = "evaluate") -> ActionReport:
+    """Clip and video top-1/top-5 of each stream head and the fused head, on every rank.
+
+    Items hold ``frames`` of shape ``(V, K, T+1, 3, H, W)`` (V test views: crops x flips) or
+    ``(K, T+1, 3, H, W)`` (one view). A clip is one view (its K windows averaged by the model); a
+    video's score is the mean softmax over its views. With both streams, ``late`` is the paper's
+    test-time rule (negative scores clipped, each stream L1-normalised, spatial + 1.5 x temporal)
+    on the video scores.
+
+    Under ``torchrun`` each rank scores the videos ``rank, rank + W, ...`` (each video once, no
+    padding), the per-video records are gathered, and every rank returns the same report, equal
+    to one process's up to float rounding. ``max_windows`` bounds the windows per forward pass.
+    """
+    began = time.perf_counter()
+    sampler = ShardSampler(len(dataset), runtime.rank, runtime.world_size)  # type: ignore[arg-type]
+    loader = DataLoader(_WithIndex(dataset), batch_size=batch_size, sampler=sampler, num_workers=num_workers)
+    records: dict[int, dict] = {}
+    for part in all_gather_objects(_score_shard(model, loader, runtime, tuple(streams), max_windows,
+                                                description)):
+        records.update(part)
+    report = action_report(records, num_classes)
+    report.seconds = time.perf_counter() - began
     return report
 
 
@@ -237,15 +320,21 @@ def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor, num_classes:
     return torch.bincount(index, minlength=num_classes ** 2).reshape(num_classes, num_classes)
 
 
-def save_confusion_png(matrix: torch.Tensor, path: str | Path, cell: int = 24) -> Path:
-    """Row-normalised confusion matrix as a heat map (white = 0, dark blue = 1), one cell per pair."""
+def confusion_image(matrix: torch.Tensor, cell: int = 24) -> torch.Tensor:
+    """Row-normalised confusion matrix as a float RGB heat map ``(3, C*cell, C*cell)`` in [0, 1]
+    (white = 0, dark blue = 1, grey grid lines), for a PNG or TensorBoard."""
     rates = matrix.float() / matrix.sum(1, keepdim=True).clamp(min=1)
     white, blue = torch.tensor([1.0, 1.0, 1.0]), torch.tensor([0.03, 0.19, 0.42])
     image = white[:, None, None] + (blue - white)[:, None, None] * rates[None]
     image = F.interpolate(image[None], scale_factor=cell, mode="nearest")[0]
     image[:, ::cell, :] = 0.6  # grid lines
     image[:, :, ::cell] = 0.6
-    return make_grid_png([image], path, ncol=1)
+    return image
+
+
+def save_confusion_png(matrix: torch.Tensor, path: str | Path, cell: int = 24) -> Path:
+    """Row-normalised confusion matrix as a heat map (white = 0, dark blue = 1), one cell per pair."""
+    return make_grid_png([confusion_image(matrix, cell)], path, ncol=1)
 
 
 def save_flow_pictures(model: nn.Module, clips: Sequence[torch.Tensor], path: str | Path,
@@ -274,9 +363,21 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]], deci
 
 
 def action_table(report: ActionReport) -> str:
-    """The accuracy table the scripts print: one row per head, chance beside."""
-    rows = [[head, report.clip_top1.get(head, "-"), report.video_top1[head], report.video_top5[head]]
+    """The accuracy table the scripts print: one row per head, chance beside (clip top-5 when known)."""
+    top5 = bool(report.clip_top5)
+    rows = [[head, report.clip_top1.get(head, "-")] + ([report.clip_top5.get(head, "-")] if top5 else [])
+            + [report.video_top1[head], report.video_top5[head]]
             for head in report.video_top1]  # "late" is a rule on video scores: no clip accuracy
-    rows.append(["chance", 1.0 / report.num_classes, 1.0 / report.num_classes,
-                 min(5, report.num_classes) / report.num_classes])
-    return markdown_table(["head", "clip top-1", "video top-1", "video top-5"], rows)
+    chance, chance5 = 1.0 / report.num_classes, min(5, report.num_classes) / report.num_classes
+    rows.append(["chance", chance] + ([chance5] if top5 else []) + [chance, chance5])
+    return markdown_table(["head", "clip top-1"] + (["clip top-5"] if top5 else []) + ["video top-1", "video top-5"],
+                          rows)
+
+
+def per_class_table(report: ActionReport, class_names: Sequence[str]) -> str:
+    """Video top-1 per class (rows) and head (columns), with each class's number of test videos."""
+    heads = list(report.video_top1)
+    per_head = {head: report.per_class(head) for head in heads}
+    counts = report.confusions[heads[0]].sum(1).tolist()
+    rows = [[name, int(counts[c])] + [per_head[h][c] for h in heads] for c, name in enumerate(class_names)]
+    return markdown_table(["class", "videos"] + heads, rows)

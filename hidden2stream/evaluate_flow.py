@@ -21,12 +21,14 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from hidden2stream.data.flow_pairs import FlowPair
+from hidden2stream.data.synthetic_flow import SyntheticFlowConfig
 from hidden2stream.errors import UserError
 from hidden2stream.flow.classic import CLASSIC_METHODS, classic_flow, classic_flow_sequence
 from hidden2stream.flow.metrics import endpoint_error, fl_all, photometric_l1, warped_ssim
 from hidden2stream.flow.predict import pair_flow, window_flows
 from hidden2stream.train.runtime import Runtime
 
+BENCHMARK_SIDE, BENCHMARK_MOTION, BENCHMARK_SEED = 224, 30.0, 20_000
 CLASSIC_ORDER = ("tvl1", "dis", "farneback")  # table order of the OpenCV baselines
 CLASSIC_LABELS = {"tvl1": "OpenCV TV-L1", "dis": "OpenCV DIS", "farneback": "OpenCV Farneback"}
 ZERO_LABEL = "zero flow"
@@ -150,6 +152,17 @@ def summarize_pairs(pairs: dict[str, dict]) -> dict:
             "mean_fl_all": sum(s["fl_all"] for s in counted) / n,
             "seconds_per_pair": sum(s["seconds"] for s in pairs.values()) / max(len(pairs), 1),
             "count": len(counted)}
+
+
+def benchmark_synthetic_config(side: int, image_dir: str | Path, max_motion: float = BENCHMARK_MOTION
+                               ) -> SyntheticFlowConfig:
+    """The synthetic benchmark's two-frame scenes at ``side`` x ``side``: photo layers whose
+    foreground translation reaches ``max_motion * side / 224`` px, uniformly (background: half of
+    it); rotation, scale and shear keep their defaults (relative), so one seed gives the same
+    scenes at every size. Training uses other seeds (and ``realistic`` motions), never 20000+."""
+    foreground = max_motion * side / BENCHMARK_SIDE
+    return SyntheticFlowConfig(frames=2, height=side, width=side, max_translation=foreground,
+                               background_translation=foreground / 2, image_dir=str(image_dir))
 
 
 def synthetic_pairs(dataset: Dataset) -> Iterator[FlowPair]:

@@ -13,9 +13,11 @@ from typing import Any
 
 from hidden2stream.errors import CheckpointError, UserError
 from hidden2stream.models.motionnet import MotionNet, build_motionnet
+from hidden2stream.models.motionnet_corr import CorrMotionNetConfig
 from hidden2stream.models.two_stream import HiddenTwoStream, hidden_two_stream
 from hidden2stream.train.checkpoint import load_checkpoint, load_weights
 
+VIDEO_WINDOW = 11  # frames per window when window-free weights run on a video
 WINDOW_FREE = ("corr",)  # MotionNets whose weights serve any window length (shared per-pair decoder)
 TWO_STREAM_ARGS = ("motion", "frames", "spatial_arch", "temporal_arch", "hidden", "fusion",
                    "temporal_fusion", "segments")
@@ -93,3 +95,18 @@ def load_motionnet(path: str | Path, frames: int | None = None) -> MotionNet:
             raise CheckpointError(f"{path} holds a {model.config.frames}-frame MotionNet, not {frames}")
         return model
     raise CheckpointError(f"checkpoint {path} holds a {kind!r} model, expected a MotionNet")
+
+
+def load_flow_model(source: str | Path, pair: bool) -> MotionNet:
+    """The MotionNet of ``source`` (checkpoint or shipped name) shaped for the job.
+
+    Weights that serve any window length (MotionNet-corr) run a pair as a 2-frame model and a
+    video as 11-frame windows (each frame encoded once); other MotionNets keep their own window
+    length, and a pair then fills the window with copies of its second frame.
+    """
+    model = load_motionnet(source)
+    if isinstance(model.config, CorrMotionNetConfig):
+        wanted = 2 if pair else VIDEO_WINDOW
+        if model.config.frames != wanted:
+            model = load_motionnet(source, frames=wanted)
+    return model

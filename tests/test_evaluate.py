@@ -1,6 +1,7 @@
 """Evaluation: flow metrics against zero flow, action accuracy per head, confusion matrix."""
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -8,7 +9,7 @@ from torch.utils.data import Dataset
 from hidden2stream.data.synthetic_flow import SyntheticFlowConfig, SyntheticFlowDataset
 from hidden2stream.evaluate import (ActionReport, action_table, confusion_matrix, evaluate_actions,
                                     evaluate_classic_photometric, evaluate_flow, evaluate_photometric,
-                                    save_confusion_png)
+                                    per_class_table, save_confusion_png)
 from hidden2stream.train.runtime import Runtime
 
 CPU = Runtime(device=torch.device("cpu"))
@@ -94,3 +95,62 @@ def test_factor_accuracy_splits_appearance_and_motion():
     predicted = torch.tensor([2, 3, 0, 1])
     report = ActionReport(4, confusions={"temporal": confusion_matrix(predicted, labels, 4)})
     assert report.factor_accuracy("temporal", 2) == (0.0, 1.0)
+
+
+def test_shard_sampler_gives_every_index_to_exactly_one_rank():
+    from hidden2stream.train.sampler import ShardSampler
+
+    for n, world in ((11, 2), (7, 3), (2, 4)):
+        shards = [list(ShardSampler(n, rank, world)) for rank in range(world)]
+        assert sorted(i for shard in shards for i in shard) == list(range(n))  # once each, no padding
+        assert [len(ShardSampler(n, rank, world)) for rank in range(world)] == [len(s) for s in shards]
+
+
+class Views(Dataset):
+    """Items of V = 3 views x K = 2 windows, label i % 4; view 0's first frame encodes the label."""
+
+    def __len__(self):
+        return 7
+
+    def __getitem__(self, i):
+        frames = torch.full((3, 2, 2, 3, 4, 4), float(i % 4))
+        frames[1:] = float((i + 1) % 4)  # two of the three views point at the next class
+        return {"frames": frames, "label": torch.tensor(i % 4)}
+
+
+class WindowOracle(nn.Module):
+    """Per clip: one-hot of the class its first window encodes, for every head."""
+
+    def forward(self, frames, streams=("spatial", "temporal")):
+        onehot = nn.functional.one_hot(frames[:, 0, 0, 0, 0, 0].long(), 4).float() * 3
+        return {"spatial": onehot, "temporal": onehot.roll(1, dims=1), "fused": onehot}
+
+
+def test_action_evaluation_in_chunks_clip_top5_and_per_class():
+    whole = evaluate_actions(WindowOracle(), Views(), CPU, num_classes=4, batch_size=3, max_windows=1000)
+    chunked = evaluate_actions(WindowOracle(), Views(), CPU, num_classes=4, batch_size=3, max_windows=2)
+    for head in whole.scores:
+        assert torch.equal(whole.scores[head], chunked.scores[head])
+    assert whole.videos == 7 and whole.clips == 21 and whole.labels.tolist() == [i % 4 for i in range(7)]
+    assert whole.clip_top1["spatial"] == pytest.approx(1 / 3)  # one view of three is right
+    assert whole.video_top1["spatial"] == 0.0  # the video mean follows the two wrong views
+    assert whole.clip_top5["spatial"] == 1.0 and whole.video_top5["spatial"] == 1.0  # 4 classes: top-4 holds all
+    assert whole.per_class("fused") == [0.0, 0.0, 0.0, 0.0]
+    assert "| clip top-5 |" in action_table(whole)
+    assert "| class | videos | spatial | temporal | fused | late |" in per_class_table(whole, list("abcd"))
+
+
+def test_synthetic_test_protocols_give_windows_and_views():
+    from hidden2stream.data.synthetic_actions import SyntheticActionConfig, SyntheticActionDataset
+
+    config = SyntheticActionConfig(segments=3, frames=4, height=32, width=32, speed=(0.5, 1.0))
+    plain = SyntheticActionDataset(2, config, seed=3)
+    assert plain[1]["frames"].shape == (3, 4, 3, 32, 32)
+    windows = SyntheticActionDataset(2, config, seed=3, test_windows=5)
+    assert windows[1]["frames"].shape == (5, 4, 3, 32, 32)
+    paper = SyntheticActionDataset(2, config, seed=3, test_windows=25, test_crops="multi", test_flip=True)
+    views = paper[1]["frames"]
+    assert views.shape == (10, 25, 4, 3, 32, 32) and paper[1]["label"] == plain[1]["label"]
+    assert torch.equal(views[5:], views[:5].flip(-1))  # the flipped crops follow the others
+    flipped = SyntheticActionDataset(2, config, seed=3, test_flip=True)[1]["frames"]
+    assert torch.equal(flipped[0], plain[1]["frames"]) and torch.equal(flipped[1], plain[1]["frames"].flip(-1))

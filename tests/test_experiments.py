@@ -228,12 +228,24 @@ def test_bad_arguments_give_one_line(tmp_path, name, args, message):
     assert len(lines) == 1 and message in lines[0], result.stderr
 
 
-def test_main_job_quick_runs_both_stages_and_resumes_to_the_same_summary(tmp_path, capsys):
+def test_main_job_quick_starts_from_shipped_weights_scores_real_flow_and_resumes(tmp_path, capsys):
     out = tmp_path / "main"
     first = script("main").main(["--quick", "--out", str(out), "--device", "cpu"])
-    assert (out / "motion" / "checkpoint.pt").exists() and (out / "two_stream" / "checkpoint.pt").exists()
-    assert first["motion"]["synthetic"]["zero_epe"] > 0 and first["two_stream"]["num_classes"] == 12
-    assert "== hidden two-stream on the embedded action data ==" in capsys.readouterr().out
+    assert not (out / "motion").exists() and (out / "two_stream" / "checkpoint.pt").exists()
+    assert first["two_stream"]["num_classes"] == 12
+    printed = capsys.readouterr().out
+    assert "== hidden two-stream on the embedded action data ==" in printed
+    if "real_flow" in first:  # the shared ground-truth pairs are present
+        rows = first["real_flow"]
+        assert set(rows) == {"MotionNet (hidden stream start)", "OpenCV TV-L1", "zero flow"}
+        assert rows["MotionNet (hidden stream start)"]["mean_epe"] < rows["zero flow"]["mean_epe"]
+        assert "RubberWhale" in printed
     again = script("main").main(["--quick", "--out", str(out), "--device", "cpu", "--resume"])
-    assert again["motion"]["synthetic"] == first["motion"]["synthetic"]
     assert again["two_stream"]["video_top1"] == first["two_stream"]["video_top1"]
+
+
+def test_main_job_quick_with_pretraining_runs_both_stages(tmp_path):
+    out = tmp_path / "main"
+    summary = script("main").main(["--quick", "--pretrain-motion", "--out", str(out), "--device", "cpu"])
+    assert (out / "motion" / "checkpoint.pt").exists() and (out / "two_stream" / "checkpoint.pt").exists()
+    assert summary["motion"]["synthetic"]["zero_epe"] > 0 and summary["two_stream"]["num_classes"] == 12

@@ -11,7 +11,9 @@ from hidden2stream.models.fusion import ConvFusion, TemporalFusion, late_fusion
 from hidden2stream.models.hidden import BranchedHiddenStream, StackedHiddenStream, flow_to_stack
 from hidden2stream.models.motionnet import motionnet_tiny
 from hidden2stream.models.streams import (
+    IMAGE_ARCHS,
     STREAM_ARCHS,
+    VIDEO_ARCHS,
     cross_modality_conv,
     spatial_stream,
     temporal_stream,
@@ -82,7 +84,9 @@ def test_spatial_weights_file_round_trip(tmp_path) -> None:
 
 
 def test_all_archs_are_known() -> None:
-    assert set(STREAM_ARCHS) == {"tiny", "resnet18", "resnet50", "vgg16"}
+    assert set(IMAGE_ARCHS) == {"tiny", "resnet18", "resnet50", "vgg16"}
+    assert set(VIDEO_ARCHS) == {"r3d_18", "mc3_18", "r2plus1d_18", "s3d", "mvit_v2_s", "i3d_resnet18", "i3d_resnet50"}
+    assert STREAM_ARCHS == IMAGE_ARCHS + VIDEO_ARCHS
 
 
 # --- hidden streams ----------------------------------------------------------------------------

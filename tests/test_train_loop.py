@@ -156,3 +156,23 @@ def test_corrupt_checkpoint_is_one_clear_error(tmp_path):
 def test_batch_must_split_over_processes(tmp_path):
     with pytest.raises(UserError, match="not divisible"):
         TrainConfig(out_dir=tmp_path, batch_size=6, accumulation=4).micro_batch(1)
+
+
+def test_ddp_on_the_cpu_keeps_plain_batchnorm(tmp_path):
+    """SyncBatchNorm has no CPU implementation (DDP refuses it: "SyncBatchNorm layers only work with
+    GPU modules"), so a gloo run on the CPU keeps per-process BatchNorm; on CUDA it is converted."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from hidden2stream.train.loop import wrap_model
+
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+        net = wrap_model(model, TrainConfig(out_dir=tmp_path, sync_batchnorm=True),
+                         Runtime(device=torch.device("cpu"), world_size=2))
+        assert isinstance(net, DistributedDataParallel)
+        assert not any(isinstance(m, nn.SyncBatchNorm) for m in net.modules())
+        net(torch.rand(2, 3, 8, 8)).sum().backward()  # a training step's forward and backward run
+    finally:
+        dist.destroy_process_group()

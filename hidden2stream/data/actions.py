@@ -149,6 +149,20 @@ def _five_crops(frames: torch.Tensor, size: tuple[int, int]) -> list[torch.Tenso
     return [centre_crop(frames, size)] + [frames[..., t:t + h, l:l + w] for t, l in corners]
 
 
+TEST_CROPS = ("centre", "multi")
+
+
+def eval_views(clip: torch.Tensor, size: tuple[int, int], crops: str = "centre", flip: bool = False) -> torch.Tensor:
+    """The test views ``(V, ...)`` of a clip ``(..., H, W)``: its centre crop (``crops="centre"``) or
+    centre and four corner crops (``"multi"``), then the same horizontally flipped when ``flip``."""
+    if crops not in TEST_CROPS:
+        raise UserError(f"test crops must be 'centre' or 'multi', got {crops!r}")
+    views = _five_crops(clip, size) if crops == "multi" else [centre_crop(clip, size)]
+    if flip:
+        views += [v.flip(-1) for v in views]
+    return torch.stack(views)
+
+
 class ActionVideoDataset(Dataset):
     """TSN clips from labelled videos.
 
@@ -211,10 +225,7 @@ class ActionVideoDataset(Dataset):
         clip = torch.stack(windows)  # (K, T+1, 3, H', W')
         if self.train:
             return random_crop(clip, self.size, generator).contiguous()
-        views = _five_crops(clip, self.size) if self.test_crops == "multi" else [centre_crop(clip, self.size)]
-        if self.test_flip:
-            views += [v.flip(-1) for v in views]
-        return torch.stack(views)
+        return eval_views(clip, self.size, self.test_crops, self.test_flip)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not 0 <= index < len(self):

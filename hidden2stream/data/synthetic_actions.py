@@ -8,6 +8,7 @@ random offsets within K equal segments of a ``clip_frames``-long clip.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -15,7 +16,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from hidden2stream.data.actions import RESIZE_FACTOR, TEST_CROPS, eval_views
 from hidden2stream.data.layers import Layer, affine, covering_layer, pixel_grid, render_frames, superellipse_mask
+from hidden2stream.data.sampling import evenly_spaced_starts
 from hidden2stream.data.textures import procedural_texture
 from hidden2stream.errors import UserError
 
@@ -100,18 +103,41 @@ class SyntheticActionDataset(Dataset):
 
     ``label = appearance * motions + motion`` and ``label = i % num_classes`` (balanced); the rest
     of item i comes from ``Generator().manual_seed(seed * 1_000_003 + i)``.
+
+    Test protocols (as :class:`~hidden2stream.data.actions.ActionVideoDataset`'s test items): with
+    ``test_windows`` the K windows are that many evenly spaced starts over the clip instead of
+    the TSN offsets; with ``test_crops="multi"`` or ``test_flip`` items are views
+    ``(V, K, T+1, 3, H, W)``. Multi-crop renders the scene on a canvas 1.15x larger (object size
+    and speeds in pixels as in training; a new scene, since textures are drawn per size) and cuts
+    the centre and four corner crops. Flipping mirrors the motion: "right" becomes "left", and
+    clockwise rotation counter-clockwise, so flipped views show another class's motion.
     """
 
-    def __init__(self, length: int, config: SyntheticActionConfig | None = None, seed: int = 0) -> None:
+    def __init__(self, length: int, config: SyntheticActionConfig | None = None, seed: int = 0,
+                 test_windows: int | None = None, test_crops: str = "centre", test_flip: bool = False) -> None:
         if length < 1:
             raise UserError(f"dataset length must be >= 1, got {length}")
+        if test_crops not in TEST_CROPS:
+            raise UserError(f"test crops must be 'centre' or 'multi', got {test_crops!r}")
+        if test_windows is not None and test_windows < 1:
+            raise UserError(f"test_windows must be >= 1, got {test_windows}")
         self.length = length
         self.config = config or SyntheticActionConfig()
         self.seed = seed
+        self.test_windows, self.test_crops, self.test_flip = test_windows, test_crops, test_flip
+        self.render = self.config if test_crops == "centre" else self._canvas(self.config)
         self.num_classes = self.config.appearances * self.config.motions
         self.class_names = [
             f"{APPEARANCES[a][0]}/{MOTIONS[m]}" for a in range(self.config.appearances) for m in range(self.config.motions)
         ]
+
+    @staticmethod
+    def _canvas(config: SyntheticActionConfig) -> SyntheticActionConfig:
+        """The config of the larger canvas multi-crop views are cut from (same pixel geometry)."""
+        height, width = round(RESIZE_FACTOR * config.height), round(RESIZE_FACTOR * config.width)
+        shrink = min(config.height, config.width) / min(height, width)
+        low, high = config.object_size
+        return dataclasses.replace(config, height=height, width=width, object_size=(low * shrink, high * shrink))
 
     def __len__(self) -> int:
         return self.length
@@ -119,18 +145,20 @@ class SyntheticActionDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} items")
-        cfg = self.config
+        cfg = self.render
         generator = torch.Generator().manual_seed(self.seed * SEED_STRIDE + index)
         label = index % self.num_classes
         appearance, motion = divmod(label, cfg.motions)
         layers = [self.background(generator), self.moving_object(generator, appearance, MOTIONS[motion])]
         starts = self.window_starts(generator)
+        if self.test_windows is not None:
+            starts = torch.tensor(evenly_spaced_starts(cfg.clip_frames, self.test_windows, cfg.frames))
         times = (starts[:, None] + torch.arange(cfg.frames)).flatten().tolist()
         frames, _ = render_frames(layers, times, cfg.height, cfg.width)
-        return {
-            "frames": frames.view(cfg.segments, cfg.frames, 3, cfg.height, cfg.width),
-            "label": torch.tensor(label, dtype=torch.long),
-        }
+        clip = frames.view(len(starts), cfg.frames, 3, cfg.height, cfg.width)
+        if cfg is not self.config or self.test_flip:
+            clip = eval_views(clip, (self.config.height, self.config.width), self.test_crops, self.test_flip)
+        return {"frames": clip, "label": torch.tensor(label, dtype=torch.long)}
 
     def window_starts(self, generator: torch.Generator) -> Tensor:
         """TSN: one window start at a random offset within each of K equal segments of the clip."""
@@ -142,7 +170,7 @@ class SyntheticActionDataset(Dataset):
 
     def background(self, generator: torch.Generator) -> Layer:
         """A grey-ish procedural background drifting by at most ``background_drift`` px per frame."""
-        cfg = self.config
+        cfg = self.render
         direction, length = torch.rand(2, generator=generator).tolist()
         drift = cfg.background_drift * length
         angle = 2 * math.pi * direction
@@ -156,7 +184,7 @@ class SyntheticActionDataset(Dataset):
 
     def moving_object(self, generator: torch.Generator, appearance: int, motion: str) -> Layer:
         """The class object: a patterned superellipse whose path over the clip stays mostly in frame."""
-        cfg = self.config
+        cfg = self.render
         side = min(cfg.height, cfg.width)
         u = torch.rand(9, generator=generator).tolist()
         low, high = cfg.object_size

@@ -6,6 +6,14 @@ Three places to fuse:
 * :class:`TemporalFusion` combines the fused maps of the K segments of a video.
 * :func:`late_fusion` combines the two streams' class scores at test time (the classic
   two-stream / TSN rule).
+
+A 2D stream gives one map ``(N, C, h, w)`` per segment; a 3D stream gives ``(N, C, T', h, w)``.
+:meth:`ConvFusion.fuse_maps` brings any pair to a common time axis (:func:`align_time`): with
+the time axis **pooled**, each 3D map is averaged over T' and the fusion is the 2D one; with time
+**kept**, a 2D map (one frame's appearance, or one flow stack) is repeated along the other map's
+T', two 3D maps are resampled (linear in time) to the larger T', and the fusion runs at every
+``(t, y, x)``. The fused maps of the K segments, each T'' steps, then form a sequence of
+``K * T''`` maps in time order for :class:`TemporalFusion`.
 """
 from __future__ import annotations
 
@@ -74,8 +82,52 @@ class ConvFusion(nn.Module):
         return F.normalize(outer, dim=1)[:, :, None, None]
 
 
+    def fuse_maps(self, spatial: torch.Tensor, temporal: torch.Tensor, keep_time: bool) -> torch.Tensor:
+        """2D or 3D maps ``(N, Cs, [Ts,] h, w)``, ``(N, Ct, [Tt,] h', w')`` -> ``(N, T'', C', h, w)``.
+
+        ``keep_time=False``: 3D maps are averaged over time first, ``T'' = 1``. ``keep_time=True``:
+        :func:`align_time` gives both maps ``T'' = max(Ts, Tt)`` steps (a 2D map counts as one
+        step) and the fusion is applied at each step with the same weights. Two 2D maps give
+        ``(N, 1, C', h, w)``: the 2D fusion, unchanged.
+        """
+        if not keep_time or (spatial.ndim == 4 and temporal.ndim == 4):
+            spatial = spatial.mean(dim=2) if spatial.ndim == 5 else spatial
+            temporal = temporal.mean(dim=2) if temporal.ndim == 5 else temporal
+            return self(spatial, temporal)[:, None]
+        spatial, temporal = align_time(spatial, temporal)
+        n, steps = spatial.shape[0], spatial.shape[2]
+        fused = self(spatial.transpose(1, 2).flatten(0, 1), temporal.transpose(1, 2).flatten(0, 1))
+        return fused.unflatten(0, (n, steps))
+
+
+def align_time(spatial: torch.Tensor, temporal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two maps, each ``(N, C, h, w)`` or ``(N, C, T, h, w)``, -> both ``(N, C, T'', h, w)``.
+
+    ``T'' = max`` of the two time lengths (1 for a 2D map). A map with one step is repeated
+    along time; a longer one is resampled linearly in time (``align_corners=False``, as the
+    spatial resizes here). The temporal map is also resized to the spatial map's ``(h, w)``, as
+    in the 2D fusion; the spatial map keeps its size.
+    """
+    spatial = spatial if spatial.ndim == 5 else spatial[:, :, None]
+    temporal = temporal if temporal.ndim == 5 else temporal[:, :, None]
+    steps = max(spatial.shape[2], temporal.shape[2])
+    size_s = (steps, *spatial.shape[-2:])
+    return _resize3d(spatial, size_s), _resize3d(temporal, size_s)
+
+
+def _resize3d(x: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+    if tuple(x.shape[2:]) == tuple(size):
+        return x
+    if x.shape[2] == 1 and tuple(x.shape[3:]) == tuple(size[1:]):
+        return x.expand(-1, -1, size[0], -1, -1)  # repeat one step along time, exactly
+    return F.interpolate(x, size=size, mode="trilinear", align_corners=False)
+
+
 class TemporalFusion(nn.Module):
     """Fuse the per-segment maps ``(N, K, C, h, w)`` of a video into one map ``(N, C, h, w)``.
+
+    With 3D streams and time kept, the sequence is ``K * T''`` maps long (see
+    :meth:`ConvFusion.fuse_maps`); every kind below covers whatever length it gets.
 
     Kinds:
 

@@ -1,7 +1,8 @@
 """Hidden temporal streams: action recognition from MotionNet's learned flow (Zhu et al. 2017).
 
 * :class:`StackedHiddenStream` feeds MotionNet's flow, as a TSN-style flow stack, to a temporal
-  CNN; trained end to end, the classification loss back-propagates into MotionNet.
+  CNN (or, for a 3D temporal CNN, as a flow clip ``(N, 2, T, H, W)``); trained end to end, the
+  classification loss back-propagates into MotionNet.
 * :class:`BranchedHiddenStream` classifies from MotionNet's own encoder features, so motion
   estimation and recognition share one encoder.
 
@@ -35,19 +36,37 @@ def flow_to_stack(flow: torch.Tensor, clip: float = 20.0) -> torch.Tensor:
     return (flow.clamp(-clip, clip) / clip).reshape(n, 2 * t, h, w)
 
 
+def flow_to_clip(flow: torch.Tensor, clip: float = 20.0) -> torch.Tensor:
+    """Flows ``(N, T, 2, H, W)`` in pixels -> flow clip ``(N, 2, T, H, W)`` in [-1, 1] for a 3D CNN.
+
+    The same clipping and scaling as :func:`flow_to_stack`, but u and v stay two channels and the
+    T flows become the clip's time axis (what a 3D temporal stream convolves over), instead of
+    2T channels of one image.
+    """
+    if flow.ndim != 5 or flow.shape[2] != 2:
+        raise UserError(f"flow_to_clip expects flows (N, T, 2, H, W), got {tuple(flow.shape)}")
+    if clip <= 0:
+        raise UserError(f"clip must be > 0, got {clip}")
+    return (flow.clamp(-clip, clip) / clip).transpose(1, 2)
+
+
 class StackedHiddenStream(nn.Module):
     """MotionNet stacked onto a temporal stream.
 
     ``forward(frames (N, T+1, 3, H, W) in [0, 1]) -> (logits (N, classes), pyramid)``: the finest
     MotionNet flow (1/2 resolution) is upsampled to ``(H, W)`` (values scaled to full-resolution
     pixels), clipped and scaled by :func:`flow_to_stack`, and classified by ``temporal``, whose
-    input must have ``2T`` channels. ``pyramid`` is MotionNet's coarse-to-fine list of
+    input must have ``2T`` channels. A 3D ``temporal`` stream (``temporal.is_video``) gets the
+    flows as a clip ``(N, 2, T, H, W)`` (:func:`flow_to_clip`) and must take 2 channels; its
+    feature map is then ``(N, C, T', h, w)``. ``pyramid`` is MotionNet's coarse-to-fine list of
     ``(N, T, 2, h_i, w_i)`` flows.
     """
 
     def __init__(self, motionnet: MotionNet, temporal: Stream, clip: float = 20.0) -> None:
         super().__init__()
-        if temporal.in_channels != 2 * motionnet.num_flows:
+        if temporal.is_video and temporal.in_channels != 2:
+            raise UserError(f"a 3D temporal stream takes the 2 flow channels (u, v), not {temporal.in_channels}")
+        if not temporal.is_video and temporal.in_channels != 2 * motionnet.num_flows:
             raise UserError(
                 f"temporal stream takes {temporal.in_channels} channels but MotionNet gives "
                 f"{motionnet.num_flows} flows ({2 * motionnet.num_flows} channels)"
@@ -58,13 +77,14 @@ class StackedHiddenStream(nn.Module):
         self.feature_channels = temporal.feature_channels
 
     def forward_features(self, frames: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """``frames (N, T+1, 3, H, W)`` -> (temporal feature map ``(N, C, h, w)``, pyramid)."""
+        """``frames (N, T+1, 3, H, W)`` -> (temporal feature map ``(N, C, [T',] h, w)``, pyramid)."""
         pyramid = self.motionnet(frames, all_scales=True)
         flow = upsample_flow(pyramid[-1], frames.shape[-2:])
-        return self.temporal.forward_features(flow_to_stack(flow, self.clip)), pyramid
+        to_input = flow_to_clip if self.temporal.is_video else flow_to_stack
+        return self.temporal.forward_features(to_input(flow, self.clip)), pyramid
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
-        """Feature map ``(N, C, h, w)`` -> logits ``(N, classes)``."""
+        """Feature map ``(N, C, [T',] h, w)`` -> logits ``(N, classes)``."""
         return self.temporal.classify(features)
 
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -64,6 +64,16 @@ def upsample_flow(flow: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return (resized * ratio).reshape(b, t, 2, height, width)
 
 
+def normalised_padded(images: torch.Tensor) -> torch.Tensor:
+    """Images ``(N, C, H, W)`` in [0, 1] -> ``(x - 0.5) / 0.25``, replicate-padded at the bottom and
+    right to a multiple of 32 (the encoder's stride)."""
+    x = (images - 0.5) / 0.25
+    pad_h, pad_w = -images.shape[-2] % DOWNSAMPLING, -images.shape[-1] % DOWNSAMPLING
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    return x
+
+
 def _conv(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
     """3x3 convolution + LeakyReLU(0.1)."""
     return nn.Sequential(
@@ -176,10 +186,7 @@ class MotionNet(nn.Module):
         """
         self._check(frames)
         height, width = frames.shape[-2:]
-        x = (frames.reshape(frames.shape[0], -1, height, width) - 0.5) / 0.25
-        pad_h, pad_w = -height % DOWNSAMPLING, -width % DOWNSAMPLING
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        x = normalised_padded(frames.reshape(frames.shape[0], -1, height, width))
         features = []
         for stage in self.encoder:
             x = stage(x)

@@ -29,7 +29,7 @@ from torch import nn
 
 from hidden2stream.errors import UserError
 from hidden2stream.flow.warp import backward_warp
-from hidden2stream.models.motionnet import DOWNSAMPLING, NEGATIVE_SLOPE, upsample_flow
+from hidden2stream.models.motionnet import NEGATIVE_SLOPE, normalised_padded, upsample_flow
 
 LEVELS = 5  # outputs at 1/32, 1/16, 1/8, 1/4, 1/2
 INITIAL_SHARPNESS = 10.0  # softmax temperature^-1 on cosine costs in [-1, 1]
@@ -156,10 +156,7 @@ class CorrMotionNet(nn.Module):
         """Frames -> five maps, fine to coarse (1/2 ... 1/32), frames folded into channels."""
         self._check(frames)
         batch, count, _, height, width = frames.shape
-        x = (frames.reshape(batch * count, 3, height, width) - 0.5) / 0.25
-        pad_h, pad_w = -height % DOWNSAMPLING, -width % DOWNSAMPLING
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        x = normalised_padded(frames.reshape(batch * count, 3, height, width))
         features = []
         for stage in self.encoder:
             x = stage(x)

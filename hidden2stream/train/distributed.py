@@ -65,6 +65,18 @@ def all_reduce_mean(values: dict[str, torch.Tensor | float], device: torch.devic
     return dict(zip(keys, stacked.tolist()))
 
 
+def all_gather_objects(obj: object) -> list:
+    """Every rank's ``obj`` (picklable), in rank order, on every rank; ``[obj]`` in one process.
+
+    For results of different sizes per rank, e.g. the per-video scores of an evaluation shard.
+    """
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        gathered: list = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, obj)
+        return gathered
+    return [obj]
+
+
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True when ``flag`` is true on at least one rank, so all ranks take the same branch."""
     value = torch.tensor([1.0 if flag else 0.0], device=device)

@@ -40,6 +40,9 @@ METRICS_NAME = "metrics.jsonl"
 
 # objective(model, batch) -> (loss, {name: scalar tensor}); batch tensors are already on the device.
 Objective = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+# image_callback(model, batch, step, writer): draws pictures into the TensorBoard SummaryWriter (rank 0,
+# every ``log_images_every`` steps; the unwrapped model, the step's last micro-batch on the device).
+ImageCallback = Callable[[nn.Module, dict[str, Any], int, Any], None]
 
 
 class TrainingDiverged(UserError):
@@ -71,7 +74,8 @@ class TrainConfig:
     max_skipped: int = 20
     resume: bool = False
     find_unused_parameters: bool = False
-    sync_batchnorm: bool = True
+    sync_batchnorm: bool = True  # under DDP on CUDA (SyncBatchNorm has no CPU implementation)
+    log_images_every: int = 0  # steps between image callbacks, 0 = never
     extra: dict[str, Any] = field(default_factory=dict)
 
     def micro_batch(self, world_size: int) -> int:
@@ -84,6 +88,8 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
+    """Where a run ended; ``seconds`` is the training time of the checkpoint, resumed runs included."""
+
     step: int
     seconds: float
     last_metrics: dict[str, float]
@@ -138,6 +144,12 @@ class _Logger:
         shown = {k: f"{v:.4g}" for k, v in metrics.items() if k in ("loss", "lr") or k.startswith("acc")}
         self.bar.set_postfix(shown, refresh=False)
 
+    def images(self, step: int, every: int, callback: ImageCallback | None, model: nn.Module,
+               batch: dict[str, Any]) -> None:
+        """Run the image callback at every ``every``-th step (rank 0, never when ``every`` is 0)."""
+        if self.enabled and callback is not None and every and step % every == 0:
+            callback(model, batch, step, self.writer)
+
     def close(self) -> None:
         self.bar.close()
         if self.writer is not None:
@@ -147,13 +159,14 @@ class _Logger:
 
 def train(model: nn.Module, dataset: Dataset, objective: Objective, optimizer: torch.optim.Optimizer,
           config: TrainConfig, runtime: Runtime, kind: str, model_config: dict[str, Any],
-          description: str = "train") -> TrainResult:
+          description: str = "train", image_callback: ImageCallback | None = None) -> TrainResult:
     """Train ``model`` for ``config.steps`` optimizer steps; returns where it ended.
 
     ``optimizer`` is built by the caller over the (unwrapped) model's parameters, with its own
     parameter groups and base learning rates; the loop scales every group by :func:`lr_factor`.
     Checkpoints (``out_dir/checkpoint.pt``) hold ``kind`` and ``model_config`` so a checkpoint of
-    another model or configuration is refused on resume.
+    another model or configuration is refused on resume. ``image_callback`` (see
+    :data:`ImageCallback`) draws TensorBoard pictures every ``config.log_images_every`` steps.
     """
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -165,7 +178,7 @@ def train(model: nn.Module, dataset: Dataset, objective: Objective, optimizer: t
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
     scaler = runtime.grad_scaler()
 
-    start = 0
+    start, previous_seconds = 0, 0.0
     resume = config.resume or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
     if ckpt_path.exists():
         if not resume:
@@ -176,26 +189,20 @@ def train(model: nn.Module, dataset: Dataset, objective: Objective, optimizer: t
         scheduler.load_state_dict(checkpoint["scheduler"])
         scaler.load_state_dict(checkpoint["scaler"])
         start = int(checkpoint["step"])
+        previous_seconds = float(checkpoint.get("seconds", 0.0))
         if runtime.is_main:
             log.info("resumed %s from step %d of %d", ckpt_path, start, config.steps)
     elif resume and runtime.is_main:
         log.info("no checkpoint in %s yet: starting from step 0", out_dir)
 
-    net: nn.Module = model
-    if runtime.distributed:
-        if config.sync_batchnorm:
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        net = DistributedDataParallel(
-            net, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None,
-            find_unused_parameters=config.find_unused_parameters)
-    if runtime.compile:
-        net = torch.compile(net)
+    net = wrap_model(model, config, runtime)
 
     def save(step: int) -> None:
         if runtime.is_main:
             save_atomic({"kind": kind, "model_config": model_config, "model": unwrap(model).state_dict(),
                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                          "scaler": scaler.state_dict(), "step": step,
+                         "seconds": previous_seconds + time.perf_counter() - began,
                          "extra": {"train_config": _plain_config(config)}}, ckpt_path)
         barrier()
 
@@ -266,13 +273,29 @@ def train(model: nn.Module, dataset: Dataset, objective: Objective, optimizer: t
                 last["lr"] = base_lrs[-1] * lr_factor(step, config)
                 logger.scalars(done, last)
                 sums, count = {}, 0
+            logger.images(done, config.log_images_every, image_callback, unwrap(model), batch)
             if done % config.checkpoint_every == 0 or done == config.steps:
                 save(done)
     finally:
         logger.close()
         del batches
-    return TrainResult(step=config.steps, seconds=time.perf_counter() - began, last_metrics=last,
+    return TrainResult(step=config.steps, seconds=previous_seconds + time.perf_counter() - began, last_metrics=last,
                        skipped_steps=skipped, checkpoint=ckpt_path)
+
+
+def wrap_model(model: nn.Module, config: TrainConfig, runtime: Runtime) -> nn.Module:
+    """The module the loop trains: DDP under ``torchrun`` (SyncBatchNorm first, on CUDA only: it
+    has no CPU implementation, so a CPU/gloo run keeps per-process BatchNorm), then ``torch.compile``."""
+    net: nn.Module = model
+    if runtime.distributed:
+        if config.sync_batchnorm and runtime.device.type == "cuda":
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        net = DistributedDataParallel(
+            net, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None,
+            find_unused_parameters=config.find_unused_parameters)
+    if runtime.compile:
+        net = torch.compile(net)
+    return net
 
 
 def _plain_config(config: TrainConfig) -> dict[str, Any]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from hidden2stream.cli import non_negative_float, positive_int
+from hidden2stream.cli import non_negative_float, non_negative_int, positive_int
 from hidden2stream.train.loop import TrainConfig
 
 
@@ -23,6 +23,9 @@ def add_train_args(parser: argparse.ArgumentParser, *, steps: int, batch_size: i
     run.add_argument("--workers", type=int, default=1, help="DataLoader worker processes")
     run.add_argument("--checkpoint-every", type=positive_int, default=checkpoint_every)
     run.add_argument("--log-every", type=positive_int, default=log_every)
+    run.add_argument("--log-images-every", type=non_negative_int, default=250,
+                     help="TensorBoard flow pictures (frame, flow, warping error, ground truth) every N steps, "
+                          "0 = off")
     run.add_argument("--nan-policy", choices=["stop", "skip"], default="stop",
                      help="on a NaN/Inf loss: stop (keeping the last checkpoint) or skip the step")
     run.add_argument("--seed", type=int, default=0)
@@ -36,4 +39,5 @@ def train_config_from_args(args: argparse.Namespace, **fixed) -> TrainConfig:
                        accumulation=args.accumulation, warmup_steps=args.warmup,
                        grad_clip=args.grad_clip or None, seed=args.seed,
                        checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+                       log_images_every=args.log_images_every,
                        num_workers=args.workers, nan_policy=args.nan_policy, resume=args.resume, **fixed)

@@ -58,6 +58,26 @@ class DistributedStepSampler(Sampler[tuple[int, int]]):
         return self.steps_per_epoch * self.batch_size * self.accumulation
 
 
+class ShardSampler(Sampler[int]):
+    """The indices ``rank, rank + W, rank + 2W, ...`` of ``num_items``, in order: an evaluation shard.
+
+    Every item lands on exactly one of the W ranks, also when W does not divide ``num_items`` (no
+    padding, unlike ``torch.utils.data.DistributedSampler``, which repeats items to even out the
+    shards and so counts some videos twice).
+    """
+
+    def __init__(self, num_items: int, rank: int = 0, world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise UserError(f"rank {rank} is outside 0..{world_size - 1}")
+        self.indices = range(rank, num_items, world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
 class EpochIndexed(Dataset):
     """Wraps a dataset so it accepts the sampler's ``(index, epoch)`` keys."""
 
