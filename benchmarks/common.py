@@ -74,3 +74,10 @@ def write_results(out: Path, name: str, result: dict, markdown: str) -> tuple[Pa
     json_path.write_text(json.dumps(result, indent=2) + "\n")
     md_path.write_text(markdown if markdown.endswith("\n") else markdown + "\n")
     return json_path, md_path
+
+
+def publish(out: Path, name: str, result: dict, markdown: str) -> dict:
+    """Print a benchmark's tables and write them with its JSON (:func:`write_results`); returns ``result``."""
+    print(markdown)
+    write_results(out, name, result, markdown)
+    return result

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
-from benchmarks.common import machine_info, machine_line, median, timed, write_results
+from benchmarks.common import machine_info, machine_line, median, publish, timed
 from hidden2stream.data.frame_cache import extract_frames, read_cached_frames
 from hidden2stream.data.synthetic_actions import SyntheticActionConfig, SyntheticActionDataset
 from hidden2stream.data.synthetic_flow import SyntheticFlowConfig, SyntheticFlowDataset
@@ -153,9 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(exc, file=sys.stderr)
         return 2
-    table = _markdown(result)
-    print(table)
-    write_results(args.out, "decode_speed", result, table)
+    publish(args.out, "decode_speed", result, _markdown(result))
     return 0
 
 

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without install
 
-from benchmarks.common import machine_info, machine_line, write_results
+from benchmarks.common import machine_info, machine_line, publish
 from hidden2stream.cli import (OneLineParser, existing_dir, image_size, non_negative_int, positive_float, positive_int,
                                run_cli)
 from hidden2stream.data.clips import VideoWindowDataset
@@ -303,10 +303,7 @@ def markdown(result: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     result = run(args)
-    text = markdown(result)
-    print(text)
-    write_results(args.out, "flow_quality", result, text)
-    return result
+    return publish(args.out, "flow_quality", result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
-from benchmarks.common import machine_info, machine_line, median, timed, write_results
+from benchmarks.common import machine_info, machine_line, median, publish, timed
 from hidden2stream.cli import OneLineParser, existing_dir, existing_path, non_negative_float, positive_int, run_cli
 from hidden2stream.data.clips import centre_crop
 from hidden2stream.data.video import probe_video, read_frames, scaled_size
@@ -356,10 +356,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.warmup < 0:
         raise UserError(f"need --warmup >= 0, got {args.warmup}")
     result = run(args)
-    text = markdown(result)
-    print(text)
-    write_results(args.out, "flow_speed", result, text)
-    return result
+    return publish(args.out, "flow_speed", result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
-from benchmarks.common import machine_info, machine_line, median, timed, write_results
+from benchmarks.common import machine_info, machine_line, median, publish, timed
 from hidden2stream.cli import OneLineParser, frame_count, image_size, positive_int, run_cli
 from hidden2stream.data.synthetic_actions import SyntheticActionConfig, SyntheticActionDataset
 from hidden2stream.data.synthetic_flow import SyntheticFlowConfig, SyntheticFlowDataset
@@ -259,10 +259,7 @@ def main(argv: list[str] | None = None) -> dict:
                            "channels_last": runtime.channels_last, "compile": runtime.compile,
                            "product": args.product, "subprocess_per_config": subprocesses},
               "rows": rows}
-    text = markdown(result)
-    print(text)
-    write_results(args.out, "train_step", result, text)
-    return result
+    return publish(args.out, "train_step", result, markdown(result))
 
 
 if __name__ == "__main__":

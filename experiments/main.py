@@ -24,21 +24,18 @@ from hidden2stream.cli import OneLineParser, run_cli
 from hidden2stream.data.flow_pairs import iter_flow_pairs
 from hidden2stream.evaluate import ActionReport, action_table, markdown_table
 from hidden2stream.evaluate_flow import classic_method, motionnet_method, score_pairs, zero_method
-from hidden2stream.models.motionnet_corr import CorrMotionNet
 from hidden2stream.paths import shared_data
-from hidden2stream.pretrained import load_motionnet
+from hidden2stream.pretrained import load_flow_model
 
 
 def real_flow_scores(motion_source: str | Path) -> dict | None:
     """EPE of the MotionNet that the hidden stream starts from, TV-L1 and zero flow on the shared
-    real ground-truth pairs (as a pair model: the MotionNet's weights at T+1 = 2 when they allow
-    it, else its window with the second frame repeated); None when the shared data is absent."""
+    real ground-truth pairs (as :func:`load_flow_model` shapes it for a pair); None when the shared
+    data is absent."""
     root = shared_data("flow_gt")
     if not root.is_dir():
         return None
-    model = load_motionnet(motion_source)
-    if isinstance(model, CorrMotionNet) and model.config.frames != 2:
-        model = load_motionnet(motion_source, frames=2)  # its weights serve any window length
+    model = load_flow_model(motion_source, pair=True)
     methods = [motionnet_method(model, "cpu", "MotionNet (hidden stream start)"),
                classic_method("tvl1"), zero_method()]
     return score_pairs(methods, iter_flow_pairs(root), desc="real flow pairs")

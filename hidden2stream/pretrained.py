@@ -105,8 +105,9 @@ def load_flow_model(source: str | Path, pair: bool) -> MotionNet:
     length, and a pair then fills the window with copies of its second frame.
     """
     model = load_motionnet(source)
-    if isinstance(model.config, CorrMotionNetConfig):
-        wanted = 2 if pair else VIDEO_WINDOW
-        if model.config.frames != wanted:
-            model = load_motionnet(source, frames=wanted)
-    return model
+    wanted = 2 if pair else VIDEO_WINDOW
+    if not isinstance(model.config, CorrMotionNetConfig) or model.config.frames == wanted:
+        return model
+    resized = build_motionnet("corr", wanted)  # the same weights, another window length
+    resized.load_state_dict(model.state_dict())
+    return resized

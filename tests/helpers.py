@@ -1,7 +1,10 @@
 """Hand-made inputs shared by the flow, loss and benchmark tests (frames, flows, ground-truth files)."""
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import cv2
 import numpy as np
@@ -9,6 +12,21 @@ import torch
 from torchvision.io import write_png
 
 from hidden2stream.flow.warp import pixel_grid
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load_script(folder: str, name: str) -> ModuleType:
+    """Import ``REPO/folder/name.py`` (an experiment or benchmark script) as a module, with its own
+    folder on ``sys.path`` while it loads so it can import its sibling scripts."""
+    spec = importlib.util.spec_from_file_location(f"{folder}_{name}", REPO / folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(REPO / folder))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(REPO / folder))
+    return module
 
 
 def smooth_texture(

@@ -4,26 +4,18 @@ Speeds are never asserted (they depend on the machine); only that every figure w
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers import load_script
+
 
 
 def load(folder: str, name: str):
-    spec = importlib.util.spec_from_file_location(f"{folder}_{name}", REPO / folder / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(REPO / folder))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(REPO / folder))
-    return module
+    return load_script(folder, name)
 
 
 def positive(value) -> bool:

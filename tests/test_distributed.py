@@ -99,7 +99,7 @@ def assert_same_training(one: Path, two: Path) -> None:
     a, b = metrics(one), metrics(two)
     assert [m["step"] for m in a] == [m["step"] for m in b] == [1, 2, 3, 4]
     assert [m["loss"] for m in b] == pytest.approx([m["loss"] for m in a], rel=LOSS_RTOL), "loss curve"
-    probe_a, probe_b = torch.load(one / "probe.pt"), torch.load(two / "probe.pt")
+    probe_a, probe_b = (torch.load(run / "probe.pt", weights_only=True) for run in (one, two))
     initial = probe_a["initial"]
     for i, (x, y) in enumerate(zip(initial, probe_b["initial"], strict=True)):
         assert torch.equal(x, y), f"initial weights of parameter {i}"

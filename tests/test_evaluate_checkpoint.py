@@ -6,7 +6,6 @@ streams' BatchNorm layers under DDP on the CPU made the first step fail.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import load_script
 from hidden2stream.train.checkpoint import load_checkpoint, save_atomic
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,14 +28,7 @@ TINY_JOINT = ["--frames", "3", "--size", "64", "--segments", "2", "--device", "c
 
 
 def script(name: str):
-    spec = importlib.util.spec_from_file_location(f"experiments_{name}", EXPERIMENTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
-    return module
+    return load_script("experiments", name)
 
 
 def torchrun(nproc: int, name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -64,7 +57,7 @@ def test_torchrun_evaluation_equals_one_process_on_an_odd_test_set(tmp_path):
     assert one["test_windows"] == 2  # by default the synthetic test clips keep the K = 2 training segments
     for key in ("clip_top1", "clip_top5", "video_top1", "video_top5", "confusions", "per_class"):
         assert two[key] == one[key], key  # counts over the same predictions: exactly equal
-    first, second = (torch.load(tmp_path / part / "scores.pt") for part in ("one", "two"))
+    first, second = (torch.load(tmp_path / part / "scores.pt", weights_only=True) for part in ("one", "two"))
     assert torch.equal(first["labels"], second["labels"])
     assert first["labels"].tolist() == [i % 4 for i in range(11)]  # every video once, in dataset order
     for head, scores in first["scores"].items():

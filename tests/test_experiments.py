@@ -1,7 +1,6 @@
 """The command-line scripts end to end on tiny settings, their one-line errors, and exact resume."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import pytest
 import torch
 from torchvision.io import write_png
 
+from helpers import load_script
 from hidden2stream.data.synthetic_actions import SyntheticActionDataset
 from hidden2stream.errors import CheckpointError
 from hidden2stream.flow.io import read_flo
@@ -29,14 +29,7 @@ JOINT = ["--frames", "3", "--size", "64", "--segments", "2", "--device", "cpu", 
 
 
 def script(name: str):
-    spec = importlib.util.spec_from_file_location(f"experiments_{name}", EXPERIMENTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
-    return module
+    return load_script("experiments", name)
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,6 @@
 the confusion matrix; read back from the event files with tensorboard's EventAccumulator."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,24 +9,16 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
+from helpers import load_script
 from hidden2stream.train.loop import TrainConfig, train
 from hidden2stream.train.runtime import Runtime
 from hidden2stream.train.tensorboard import flow_tiles
 
-REPO = Path(__file__).resolve().parent.parent
-EXPERIMENTS = REPO / "experiments"
 CPU = Runtime(device=torch.device("cpu"))
 
 
 def script(name: str):
-    spec = importlib.util.spec_from_file_location(f"experiments_{name}", EXPERIMENTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
-    return module
+    return load_script("experiments", name)
 
 
 def events(out: Path) -> EventAccumulator:

@@ -1,7 +1,6 @@
 """PyAV decoding, TSN sampling, unlabelled window dataset, frame cache, augmentation, benchmark."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import load_script
 from hidden2stream.data import clips as clips_module
 from hidden2stream.data.augment import clip_augmentation
 from hidden2stream.data.clips import VideoWindowDataset
@@ -18,7 +18,6 @@ from hidden2stream.data.sampling import evenly_spaced_starts, item_generator, se
 from hidden2stream.data.video import probe_video, read_frames, scaled_size
 from hidden2stream.errors import UserError, VideoError
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _link(folder: Path, *sources: Path) -> Path:
@@ -219,10 +218,7 @@ def test_augmentation_is_the_same_on_every_frame():
 
 # ---------------------------------------------------------------- benchmarks/decode_speed.py
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("decode_speed", REPO / "benchmarks" / "decode_speed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks", "decode_speed")
 
 
 def test_decode_speed_benchmark_smoke(tmp_path, clips_dir, capsys):

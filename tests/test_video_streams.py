@@ -14,6 +14,7 @@ import torchvision
 from torch import nn
 from torchvision.models.video.mvit import MSBlockConfig, MViT
 
+from helpers import load_script
 from hidden2stream.errors import UserError
 from hidden2stream.models.fusion import ConvFusion, TemporalFusion, align_time
 from hidden2stream.models.hidden import StackedHiddenStream, flow_to_clip, flow_to_stack
@@ -407,19 +408,7 @@ def test_3d_spatial_stream_sees_the_whole_window() -> None:
 # --- command line ------------------------------------------------------------------------------
 
 def _train_two_stream():
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    folder = Path(__file__).resolve().parent.parent / "experiments"
-    spec = importlib.util.spec_from_file_location("experiments_train_two_stream_3d", folder / "train_two_stream.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(folder))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(folder))
-    return module
+    return load_script("experiments", "train_two_stream")
 
 
 def test_train_two_stream_with_3d_streams_and_reload(tmp_path) -> None:
@@ -446,13 +435,7 @@ def test_train_two_stream_mvit_frame_error_is_one_line(tmp_path) -> None:
 
 def test_train_step_benchmark_times_3d_streams(tmp_path) -> None:
     """benchmarks/train_step.py: SPATIAL:TEMPORAL arch items, one stream alone, time kept in the fusion."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "train_step.py"
-    spec = importlib.util.spec_from_file_location("benchmarks_train_step_3d", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("benchmarks", "train_step")
     result = bench.main(["--size", "32", "--frames", "3", "--segments", "1", "--batch", "2", "--steps", "1",
                          "--warmup", "0", "--hidden", "stacked", "--fusion", "late,conv", "--motion-mode", "trained",
                          "--arch", "mc3_18:tiny,tiny:mc3_18", "--streams", "both,spatial",

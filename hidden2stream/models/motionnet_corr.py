@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hidden2stream.errors import UserError
 from hidden2stream.flow.warp import backward_warp
 from hidden2stream.models.motionnet import NEGATIVE_SLOPE, normalised_padded, upsample_flow
 
@@ -218,9 +217,6 @@ def motionnet_corr(frames: int = 2, weights: str | None = None) -> CorrMotionNet
     """
     if weights is None:
         return CorrMotionNet(CorrMotionNetConfig(frames=frames))
-    from hidden2stream.pretrained import load_motionnet, shipped_weights
+    from hidden2stream.pretrained import load_motionnet, weights_path
 
-    if weights not in shipped_weights():
-        raise UserError(f"unknown MotionNet weights {weights!r}; shipped weights: "
-                        f"{', '.join(sorted(shipped_weights())) or 'none are installed'}")
-    return load_motionnet(weights, frames)
+    return load_motionnet(weights_path(weights), frames)  # weights_path refuses unknown names
