@@ -5,6 +5,7 @@ and writes ``<name>.json`` + ``<name>.md`` into its ``--out`` folder.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -14,6 +15,20 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+
+from hidden2stream.errors import UserError
+
+
+def comma_choices(allowed: tuple[str, ...] | list[str], option: str,
+                  empty_ok: bool = False) -> Callable[[str], list[str]]:
+    """argparse type for ``option``: a comma list of items from ``allowed``, repeats dropped (in
+    order); an empty list only with ``empty_ok``."""
+    def parse(text: str) -> list[str]:
+        items = list(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+        if (not items and not empty_ok) or any(i not in allowed for i in items):
+            raise argparse.ArgumentTypeError(f"{option} must be among {', '.join(allowed)}, got {text!r}")
+        return items
+    return parse
 
 
 def cpu_model() -> str:
@@ -81,3 +96,39 @@ def publish(out: Path, name: str, result: dict, markdown: str) -> dict:
     print(markdown)
     write_results(out, name, result, markdown)
     return result
+
+
+def run_benchmark(name: str, parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], dict],
+                  markdown: Callable[[dict], str], argv: list[str] | None) -> dict:
+    """A benchmark's ``main``: parse ``argv``, ``run`` it, then :func:`publish` its ``markdown``."""
+    args = parser.parse_args(argv)
+    result = run(args)
+    return publish(args.out, name, result, markdown(result))
+
+
+def add_onnx_option(parser: argparse.ArgumentParser) -> None:
+    """``--onnx auto|on|off``: the ONNX Runtime rows :func:`onnx_rows` decides on."""
+    parser.add_argument("--onnx", default="auto", choices=("auto", "on", "off"),
+                        help="ONNX Runtime rows (auto: when onnxruntime is installed and the device is the CPU)")
+
+
+def onnx_rows(option: str, device: torch.device) -> str | None:
+    """Why ONNX Runtime rows are left out under ``--onnx auto|on|off`` (None: add them).
+
+    They run on the CPU with the ``export`` extras installed; ``--onnx on`` where they cannot run is
+    a :class:`UserError` naming what is missing.
+    """
+    from hidden2stream.export import missing_packages
+
+    if option == "off":
+        return "ONNX Runtime rows off (--onnx off)"
+    missing = missing_packages()
+    if device.type != "cpu":
+        note = f"ONNX Runtime rows are CPU only: skipped on {device}"
+    elif missing:
+        note = f"ONNX Runtime rows skipped: {', '.join(missing)} not installed (pip install -e \".[export]\")"
+    else:
+        return None
+    if option == "on":
+        raise UserError(note.replace("rows skipped", "rows asked for (--onnx on)"))
+    return note

@@ -39,13 +39,12 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without install
 
-from benchmarks.common import machine_info, machine_line, publish
+from benchmarks.common import machine_info, machine_line, run_benchmark
 from hidden2stream.cli import (OneLineParser, existing_dir, image_size, non_negative_int, positive_float, positive_int,
                                run_cli)
 from hidden2stream.data.clips import VideoWindowDataset
 from hidden2stream.data.flow_pairs import FlowPair, FlowPairFolder
 from hidden2stream.data.synthetic_flow import SyntheticFlowDataset
-from hidden2stream.evaluate import markdown_table
 from hidden2stream.evaluate_flow import (BENCHMARK_MOTION, BENCHMARK_SEED, BENCHMARK_SIDE, FlowMethod,
                                          benchmark_synthetic_config, flow_methods, score_pairs, score_sequences,
                                          summarize_pairs,
@@ -53,6 +52,7 @@ from hidden2stream.evaluate_flow import (BENCHMARK_MOTION, BENCHMARK_SEED, BENCH
 from hidden2stream.flow.visualize import flow_to_rgb, make_grid_png
 from hidden2stream.paths import shared_data
 from hidden2stream.pretrained import motion_source
+from hidden2stream.report import markdown_table
 from hidden2stream.train.runtime import add_runtime_args, runtime_from_args
 
 TILE = (240, 320)  # picture tiles: height, width (each flow fitted inside, aspect kept)
@@ -301,9 +301,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
-    result = run(args)
-    return publish(args.out, "flow_quality", result, markdown(result))
+    return run_benchmark("flow_quality", build_parser(), run, markdown, argv)
 
 
 if __name__ == "__main__":

@@ -34,17 +34,19 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
-from benchmarks.common import machine_info, machine_line, median, publish, timed
-from hidden2stream.cli import OneLineParser, existing_dir, existing_path, non_negative_float, positive_int, run_cli
+from benchmarks.common import (add_onnx_option, comma_choices, machine_info, machine_line, median, onnx_rows,
+                               run_benchmark, timed)
+from hidden2stream.cli import (OneLineParser, existing_dir, existing_path, non_negative_float, non_negative_int,
+                               positive_int, run_cli)
 from hidden2stream.data.clips import centre_crop
 from hidden2stream.data.video import probe_video, read_frames, scaled_size
 from hidden2stream.errors import UserError, VideoError
-from hidden2stream.evaluate import markdown_table
 from hidden2stream.flow.classic import CLASSIC_METHODS, classic_flow
 from hidden2stream.models.flops import forward_flops
-from hidden2stream.models.motionnet import MOTIONNETS, MotionNet, build_motionnet
+from hidden2stream.models.motionnet import MOTIONNETS, MotionNet, MotionNetConfig, build_motionnet
 from hidden2stream.paths import shared_data
 from hidden2stream.pretrained import load_motionnet
+from hidden2stream.report import markdown_table
 from hidden2stream.train.runtime import Runtime, add_runtime_args, evaluation, runtime_from_args
 
 # Dense bf16 tensor-core peaks (TFLOPS, no sparsity), matched against the CUDA device name in order.
@@ -66,23 +68,6 @@ def sizes_arg(text: str) -> list[str]:
     return sizes
 
 
-def models_arg(text: str) -> list[str]:
-    """argparse type: comma list of MotionNet sizes (keys of ``MOTIONNETS``)."""
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    bad = [n for n in names if n not in MOTIONNETS]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(f"models must be among {', '.join(sorted(MOTIONNETS))}, got {text!r}")
-    return names
-
-
-def methods_arg(text: str) -> list[str]:
-    """argparse type: comma list of OpenCV methods."""
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    if any(n not in CLASSIC_METHODS for n in names):
-        raise argparse.ArgumentTypeError(f"methods must be among {', '.join(CLASSIC_METHODS)}, got {text!r}")
-    return names
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description=__doc__.split("\n")[0])
     p.add_argument("--clips", type=existing_dir, default=shared_data("clips"), help="folder of videos")
@@ -95,17 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=positive_int, default=8, help="MotionNet pairs per forward")
     p.add_argument("--repeats", type=positive_int, default=5, help="timed repeats at square sizes (median)")
     p.add_argument("--native-repeats", type=positive_int, default=3, help="timed repeats at native size")
-    p.add_argument("--warmup", type=int, default=1, help="untimed passes before the timed repeats")
-    p.add_argument("--models", type=models_arg, default=["tiny", "paper"], help="MotionNet sizes")
-    p.add_argument("--native-models", type=models_arg,
+    p.add_argument("--warmup", type=non_negative_int, default=1, help="untimed passes before the timed repeats")
+    p.add_argument("--models", type=comma_choices(sorted(MOTIONNETS), "--models"), default=["tiny", "paper"],
+                   help="MotionNet sizes")
+    p.add_argument("--native-models", type=comma_choices(sorted(MOTIONNETS), "--native-models"),
                    help="MotionNet sizes timed at native size (default: tiny on CPU, --models on CUDA)")
-    p.add_argument("--methods", type=methods_arg, default=list(CLASSIC_METHODS), help="OpenCV methods")
+    p.add_argument("--methods", type=comma_choices(CLASSIC_METHODS, "--methods", empty_ok=True),
+                   default=list(CLASSIC_METHODS), help="OpenCV methods")
     p.add_argument("--checkpoint", type=existing_path,
                    help="MotionNet weights, used for the models of the same architecture and frames")
     p.add_argument("--peak-tflops", type=non_negative_float,
                    help="GPU dense bf16 peak (default: looked up from the device name)")
-    p.add_argument("--onnx", default="auto", choices=("auto", "on", "off"),
-                   help="ONNX Runtime rows (auto: when onnxruntime is installed and the device is the CPU)")
+    add_onnx_option(p)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output folder")
     add_runtime_args(p)
     return p
@@ -152,19 +138,8 @@ def ort_flow(session, windows: torch.Tensor, batch: int) -> None:
 def onnx_sessions(option: str, models: dict, runtime: Runtime, folder: Path, cache: dict) -> tuple[dict, str | None]:
     """Row name (``motionnet-tiny-ort``) -> (PyTorch row, ONNX Runtime session) for each MotionNet row,
     and the note when there are none. ``cache`` keeps the sessions exported before (dynamic H, W)."""
-    from hidden2stream.export import missing_packages
-
-    if option == "off":
-        return {}, "ONNX Runtime rows off (--onnx off)"
-    missing = missing_packages()
-    note = None
-    if runtime.device.type != "cpu":
-        note = f"ONNX Runtime rows are CPU only: skipped on {runtime.device}"
-    elif missing:
-        note = f"ONNX Runtime rows skipped: {', '.join(missing)} not installed (pip install -e \".[export]\")"
+    note = onnx_rows(option, runtime.device)
     if note:
-        if option == "on":
-            raise UserError(note.replace("rows skipped", "rows asked for (--onnx on)"))
         return {}, note
     from hidden2stream.export import FLOW_OUTPUTS, ExportableFlow, export_onnx, ort_session
 
@@ -265,7 +240,7 @@ def build_models(names: list[str], runtime: Runtime, checkpoint: MotionNet | Non
     models = {}
     for name in names:
         for frames, row in [(2, f"motionnet-{name}")] + windows * [(STACK_FLOWS + 1, f"motionnet-{name}{WINDOW_SUFFIX}")]:
-            model = build_motionnet(name, frames)
+            model = build_motionnet(MotionNetConfig(name, frames))
             if checkpoint is not None and checkpoint.config == model.config:
                 model.load_state_dict(checkpoint.state_dict())
             model = runtime.prepare(model).eval()
@@ -352,11 +327,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
-    if args.warmup < 0:
-        raise UserError(f"need --warmup >= 0, got {args.warmup}")
-    result = run(args)
-    return publish(args.out, "flow_speed", result, markdown(result))
+    return run_benchmark("flow_speed", build_parser(), run, markdown, argv)
 
 
 if __name__ == "__main__":

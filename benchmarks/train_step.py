@@ -35,18 +35,19 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
-from benchmarks.common import machine_info, machine_line, median, publish, timed
-from hidden2stream.cli import OneLineParser, frame_count, image_size, positive_int, run_cli
+from benchmarks.common import comma_choices, machine_info, machine_line, median, publish, timed
+from hidden2stream.cli import (OneLineParser, frame_count, image_size, non_negative_int, options_check, positive_int,
+                               run_cli)
 from hidden2stream.data.synthetic_actions import SyntheticActionConfig, SyntheticActionDataset
 from hidden2stream.data.synthetic_flow import SyntheticFlowConfig, SyntheticFlowDataset
 from hidden2stream.errors import UserError
-from hidden2stream.evaluate import markdown_table
 from hidden2stream.losses.motion import PRESETS, MotionLossConfig
-from hidden2stream.models.fusion import FUSIONS, TEMPORAL_FUSIONS
+from hidden2stream.models.fusion import FUSIONS, TEMPORAL_FUSIONS, check_fusion
 from hidden2stream.models.hidden import HIDDEN_KINDS
-from hidden2stream.models.motionnet import MOTIONNETS, build_motionnet
+from hidden2stream.models.motionnet import MOTIONNETS, MotionNetConfig, build_motionnet
 from hidden2stream.models.streams import STREAM_ARCHS, VIDEO_ARCHS
 from hidden2stream.models.two_stream import hidden_two_stream
+from hidden2stream.report import markdown_table
 from hidden2stream.train.objectives import ActionObjective, MotionObjective
 from hidden2stream.train.runtime import Runtime, add_runtime_args, runtime_from_args
 
@@ -54,16 +55,6 @@ MOTION_MODES = ("trained", "frozen")
 STREAM_KINDS_RUN = {"both": ("spatial", "temporal"), "spatial": ("spatial",), "temporal": ("temporal",)}
 STREAM_KINDS = tuple(STREAM_KINDS_RUN)
 CLIP_FRAMES = 16  # synthetic clip length the K windows are drawn from (at least T+1)
-
-
-def choices(allowed: tuple[str, ...] | list[str]):
-    """argparse type: a comma list whose items are all in ``allowed``."""
-    def parse(text: str) -> list[str]:
-        items = [s.strip() for s in text.split(",") if s.strip()]
-        if not items or any(i not in allowed for i in items):
-            raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(allowed)}")
-        return items
-    return parse
 
 
 def arch_pairs(text: str) -> list[str]:
@@ -83,19 +74,20 @@ def split_arch(item: str) -> tuple[str, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description=__doc__.split("\n")[0])
-    p.add_argument("--hidden", type=choices(HIDDEN_KINDS), default=["stacked", "branched"])
-    p.add_argument("--fusion", type=choices(FUSIONS), default=["late", "conv", "sum", "bilinear"])
-    p.add_argument("--motion-mode", type=choices(MOTION_MODES), default=list(MOTION_MODES),
+    p.add_argument("--hidden", type=comma_choices(HIDDEN_KINDS, "--hidden"), default=["stacked", "branched"])
+    p.add_argument("--fusion", type=comma_choices(FUSIONS, "--fusion"),
+                   default=["late", "conv", "sum", "bilinear"])
+    p.add_argument("--motion-mode", type=comma_choices(MOTION_MODES, "--motion-mode"), default=list(MOTION_MODES),
                    help="MotionNet trained end to end or frozen")
     p.add_argument("--arch", type=arch_pairs, default=["tiny", "resnet18"],
                    help="stream architecture: ARCH for both streams or SPATIAL:TEMPORAL")
-    p.add_argument("--streams", type=choices(STREAM_KINDS), default=["both"],
+    p.add_argument("--streams", type=comma_choices(STREAM_KINDS, "--streams"), default=["both"],
                    help="streams trained: both (fused) or one alone")
-    p.add_argument("--temporal-fusion", type=choices(TEMPORAL_FUSIONS), default=["avg"],
+    p.add_argument("--temporal-fusion", type=comma_choices(TEMPORAL_FUSIONS, "--temporal-fusion"), default=["avg"],
                    help="temporal fusion of conv fusions (with a 3D stream: avg pools time, max3d/conv3d keep it)")
     p.add_argument("--motion", choices=sorted(MOTIONNETS), default="tiny", help="MotionNet inside the network")
     p.add_argument("--product", action="store_true", help="every combination instead of one change at a time")
-    p.add_argument("--pretrain", type=choices(sorted(MOTIONNETS)), default=["tiny", "paper"],
+    p.add_argument("--pretrain", type=comma_choices(sorted(MOTIONNETS), "--pretrain"), default=["tiny", "paper"],
                    help="MotionNet sizes timed for pretraining alone")
     p.add_argument("--no-pretrain", action="store_true", help="skip MotionNet pretraining")
     p.add_argument("--size", type=image_size, default=(64, 64), help="N or HxW")
@@ -103,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segments", type=positive_int, default=3, help="TSN segments K")
     p.add_argument("--batch", type=positive_int, default=16, help="clips per step")
     p.add_argument("--steps", type=positive_int, default=5, help="timed steps (median)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed steps first")
     p.add_argument("--in-process", action="store_true", help="CPU: no subprocess per configuration")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output folder")
     p.add_argument("--child", help=argparse.SUPPRESS)  # one configuration as JSON, run in a subprocess
@@ -120,6 +112,8 @@ def configurations(args: argparse.Namespace) -> list[dict]:
     else:
         base = {k: v[0] for k, v in axes.items()}
         combos = [base] + [{**base, k: value} for k, values in axes.items() for value in values[1:]]
+    for c in combos:
+        options_check("--fusion / --temporal-fusion", check_fusion, c["fusion"], c["temporal_fusion"])
     configs = [{"kind": "two_stream", "motion": args.motion, **c} for c in combos]
     if not args.no_pretrain:
         configs += [{"kind": "pretrain", "motion": name} for name in args.pretrain]
@@ -161,7 +155,7 @@ def flow_batch(args: argparse.Namespace, device: torch.device) -> dict[str, torc
 def setup(config: dict, args: argparse.Namespace, runtime: Runtime):
     """(model, objective, optimizer, batch) for one configuration."""
     if config["kind"] == "pretrain":
-        model = runtime.prepare(build_motionnet(config["motion"], args.frames))
+        model = runtime.prepare(build_motionnet(MotionNetConfig(config["motion"], args.frames)))
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
         return model, MotionObjective(PRESETS["improved"]()), optimizer, flow_batch(args, runtime.device)
     batch, num_classes = action_batch(args, runtime.device)
@@ -242,8 +236,6 @@ def markdown(result: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    if args.warmup < 0:
-        raise UserError(f"--warmup must be >= 0, got {args.warmup}")
     runtime = runtime_from_args(args)
     if args.child:
         row = measure(json.loads(args.child), args, runtime)

@@ -47,20 +47,21 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
-from benchmarks.common import machine_info, machine_line, median, publish, timed
+from benchmarks.common import (add_onnx_option, comma_choices, machine_info, machine_line, median, onnx_rows,
+                               run_benchmark, timed)
 from benchmarks.flow_speed import sizes_arg
-from hidden2stream.cli import OneLineParser, existing_dir, frame_count, positive_int, run_cli
+from hidden2stream.cli import OneLineParser, existing_dir, frame_count, non_negative_int, positive_int, run_cli
 from hidden2stream.data.clips import centre_crop
 from hidden2stream.data.sampling import segment_starts
 from hidden2stream.data.video import probe_video, read_frames, scaled_size
 from hidden2stream.errors import UserError, VideoError
-from hidden2stream.evaluate import markdown_table
 from hidden2stream.flow.parallel import FlowPool
 from hidden2stream.models.hidden import HIDDEN_KINDS, flow_to_stack
 from hidden2stream.models.motionnet import MOTIONNETS
 from hidden2stream.models.streams import STREAM_ARCHS
 from hidden2stream.models.two_stream import HiddenTwoStream, hidden_two_stream
 from hidden2stream.paths import shared_data
+from hidden2stream.report import markdown_table
 from hidden2stream.train.runtime import Runtime, add_runtime_args, runtime_from_args
 
 log = logging.getLogger("video_speed")
@@ -70,16 +71,6 @@ JPEG_QUALITY = 95  # OpenCV's default, what dense_flow's cv::imwrite writes
 DEFAULT_STREAMS = {"tiny": "tiny", "corr": "tiny", "paper": "resnet18"}
 
 
-def names_arg(choices: tuple[str, ...] | list[str], option: str):
-    """argparse type: a non-empty comma list of ``choices``."""
-    def parse(text: str) -> list[str]:
-        names = [s.strip() for s in text.split(",") if s.strip()]
-        if not names or any(n not in choices for n in names):
-            raise argparse.ArgumentTypeError(f"{option} must be among {', '.join(choices)}, got {text!r}")
-        return list(dict.fromkeys(names))
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description=__doc__.split("\n")[0])
     p.add_argument("--clips", type=existing_dir, default=shared_data("clips"), help="folder of videos")
@@ -87,20 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma list: N (shorter side resized, NxN centre crop) and/or native")
     p.add_argument("--frames", type=frame_count, default=11, help="frames per window (T+1)")
     p.add_argument("--segments", type=positive_int, default=3, help="windows per video (TSN segments)")
-    p.add_argument("--motion", type=names_arg(list(MOTIONNETS), "--motion"), default=["tiny", "paper"],
+    p.add_argument("--motion", type=comma_choices(list(MOTIONNETS), "--motion"), default=["tiny", "paper"],
                    help="MotionNet sizes")
     p.add_argument("--streams", default="auto", choices=("auto",) + STREAM_ARCHS,
                    help="spatial and temporal CNNs (auto: tiny for MotionNet-tiny/corr, resnet18 for paper)")
-    p.add_argument("--hidden", type=names_arg(HIDDEN_KINDS, "--hidden"), default=list(HIDDEN_KINDS),
+    p.add_argument("--hidden", type=comma_choices(HIDDEN_KINDS, "--hidden"), default=list(HIDDEN_KINDS),
                    help="hidden stream kinds: stacked (MotionNet -> temporal CNN) and/or branched")
     p.add_argument("--classes", type=positive_int, default=101, help="classes of the heads (UCF101: 101)")
     p.add_argument("--repeats", type=positive_int, default=3, help="timed repeats at square sizes (median)")
     p.add_argument("--native-repeats", type=positive_int, default=1, help="timed repeats at native size")
-    p.add_argument("--warmup", type=int, default=1, help="untimed passes before the timed repeats")
+    p.add_argument("--warmup", type=non_negative_int, default=1, help="untimed passes before the timed repeats")
     p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
                    help="TV-L1 processes (default: one per core)")
-    p.add_argument("--onnx", default="auto", choices=("auto", "on", "off"),
-                   help="ONNX Runtime rows (auto: when onnxruntime is installed and the device is the CPU)")
+    add_onnx_option(p)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output folder")
     add_runtime_args(p)
     return p
@@ -177,24 +167,6 @@ def flow_jpeg_bytes(flows: torch.Tensor, folder: Path, keep: bool = False) -> in
             if not keep:
                 path.unlink()
     return total
-
-
-def want_onnx(option: str, runtime: Runtime) -> tuple[bool, str | None]:
-    """Whether to add ONNX Runtime rows, and the note when not."""
-    from hidden2stream.export import missing_packages
-
-    if option == "off":
-        return False, "ONNX Runtime rows off (--onnx off)"
-    missing = missing_packages()
-    if runtime.device.type != "cpu":
-        note = "ONNX Runtime rows are CPU only: skipped on " + str(runtime.device)
-    elif missing:
-        note = f"ONNX Runtime rows skipped: {', '.join(missing)} not installed (pip install -e \".[export]\")"
-    else:
-        return True, None
-    if option == "on":
-        raise UserError(note.replace("rows skipped", "rows asked for (--onnx on)"))
-    return False, note
 
 
 class Network:
@@ -355,7 +327,8 @@ def read_size(clip: Clip) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> dict:
     runtime = runtime_from_args(args)
-    onnx, note = want_onnx(args.onnx, runtime)
+    note = onnx_rows(args.onnx, runtime.device)
+    onnx = note is None
     settings = {"clips": str(args.clips), "sizes": args.sizes, "frames": args.frames, "segments": args.segments,
                 "motion": args.motion, "streams": args.streams, "hidden": args.hidden, "classes": args.classes,
                 "repeats": args.repeats, "native_repeats": args.native_repeats, "warmup": args.warmup,
@@ -426,11 +399,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
-    if args.warmup < 0:
-        raise UserError(f"need --warmup >= 0, got {args.warmup}")
-    result = run(args)
-    return publish(args.out, "video_speed", result, markdown(result))
+    return run_benchmark("video_speed", build_parser(), run, markdown, argv)
 
 
 if __name__ == "__main__":

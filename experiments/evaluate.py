@@ -8,7 +8,7 @@
         --test-windows 25 --test-crops multi --test-flip
     python experiments/evaluate.py --checkpoint runs/motion/checkpoint.pt              # a MotionNet: flow
 
-A two-stream checkpoint (``train_two_stream.py``) is rebuilt from its ``model_config``. Frames,
+A two-stream checkpoint (``train_two_stream.py``) is rebuilt from its model config. Frames,
 segments, size, the synthetic classes, the seed and the streams default to the training run's, so
 without data options it is scored on the test set its training evaluated on. Under ``torchrun``
 every rank scores its share of the videos (each once) and the numbers equal one process's.
@@ -37,12 +37,14 @@ from hidden2stream.data.clips import VideoWindowDataset
 from hidden2stream.data.flow_pairs import iter_flow_pairs
 from hidden2stream.data.synthetic_flow import SyntheticFlowConfig, SyntheticFlowDataset
 from hidden2stream.errors import CheckpointError
-from hidden2stream.evaluate import (ActionReport, action_table, evaluate_actions, evaluate_classic_flow,
-                                    evaluate_flow, markdown_table, per_class_table, save_confusion_png)
+from hidden2stream.evaluate import ActionReport, evaluate_actions, evaluate_classic_flow, evaluate_flow
 from hidden2stream.evaluate_flow import (FlowMethod, checkpoint_label, classic_method, motionnet_method,
                                          score_pairs, score_sequences, zero_method)
 from hidden2stream.paths import shared_data
-from hidden2stream.pretrained import WINDOW_FREE, load_motionnet, load_two_stream, motion_source, shipped_weights
+from hidden2stream.models.motionnet import MotionNetConfig
+from hidden2stream.models.two_stream import HiddenTwoStreamConfig
+from hidden2stream.pretrained import checkpoint_config, load_motionnet, load_two_stream, motion_source, shipped_weights
+from hidden2stream.report import action_table, markdown_table, per_class_table, save_confusion_png
 from hidden2stream.train.checkpoint import load_checkpoint
 from hidden2stream.train.distributed import init_distributed, shutdown_distributed
 from hidden2stream.train.runtime import Runtime, add_runtime_args, runtime_from_args
@@ -77,27 +79,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def read_checkpoint(text: str) -> tuple[Path, dict]:
-    """The checkpoint's path and contents; one line (CheckpointError) when missing, unreadable or foreign."""
+def read_checkpoint(text: str) -> tuple[Path, dict, MotionNetConfig | HiddenTwoStreamConfig]:
+    """The checkpoint's path, contents and model config; one line (CheckpointError) when missing,
+    unreadable, foreign or of an older format."""
     path = motion_source(text)
     checkpoint = load_checkpoint(path)
     if checkpoint.get("kind") not in KINDS:
         raise CheckpointError(f"checkpoint {path} holds a {checkpoint.get('kind')!r} model; "
                               f"evaluate.py reads two-stream and MotionNet checkpoints")
-    return path, checkpoint
+    return path, checkpoint, checkpoint_config(checkpoint, path)
 
 
-def fill_defaults(args: argparse.Namespace, checkpoint: dict) -> None:
-    """Options left out take the training run's values (model_config and the saved train config)."""
-    config = checkpoint["model_config"]
+def fill_defaults(args: argparse.Namespace, checkpoint: dict, config: MotionNetConfig | HiddenTwoStreamConfig) -> None:
+    """Options left out take the training run's values (the model config and the saved train config)."""
     trained = checkpoint.get("extra", {}).get("train_config", {})
     args.seed = trained.get("seed", 0) if args.seed is None else args.seed
-    args.frames = args.frames or config.get("frames")
-    if checkpoint["kind"] == "motionnet":
-        args.size = args.size or FLOW_SIZE
+    if isinstance(config, MotionNetConfig):
+        args.frames, args.size = args.frames or config.frames, args.size or FLOW_SIZE
         return
-    args.segments, args.size = args.segments or config["segments"], args.size or tuple(config["size"])
-    names = config["class_names"]
+    args.frames, args.segments = args.frames or config.motion.frames, args.segments or config.segments
+    args.size = args.size or config.size
+    if args.size is None:
+        raise CheckpointError(f"checkpoint {args.checkpoint} does not record its input size: pass --size")
+    names = config.class_names
     if all(name.count("/") == 1 for name in names):  # synthetic classes "appearance/motion"
         args.appearances = args.appearances or len(dict.fromkeys(n.split("/")[0] for n in names))
         args.motions = args.motions or len(dict.fromkeys(n.split("/")[1] for n in names))
@@ -127,11 +131,11 @@ def default_out(args: argparse.Namespace, path: Path) -> Path:
 def evaluate_two_stream(args: argparse.Namespace, path: Path, checkpoint: dict, runtime: Runtime) -> dict:
     """Action accuracy of a two-stream checkpoint on every rank; rank 0 writes and prints."""
     test_set, classes = action_test_set(args)
-    trained = checkpoint["model_config"]["class_names"]
+    trained = checkpoint_config(checkpoint, path).class_names
     if list(classes) != list(trained):
         raise CheckpointError(f"checkpoint {path} was trained on {len(trained)} classes ({', '.join(trained[:3])}, ...); "
                               f"--dataset {args.dataset} has {len(classes)} classes ({', '.join(classes[:3])}, ...)")
-    model = runtime.prepare(load_two_stream(path)[0])
+    model = runtime.prepare(load_two_stream(path))
     windows, views = views_per_video(args)
     batch_size = args.batch_size or max(1, args.max_windows // (windows * views))
     report = evaluate_actions(model, test_set, runtime, len(classes), streams=STREAMS[args.streams],
@@ -205,8 +209,7 @@ def evaluate_motionnet(args: argparse.Namespace, path: Path, checkpoint: dict, r
     if not runtime.is_main:
         return {}
     model = runtime.prepare(load_motionnet(path, frames=args.frames))
-    window_free = checkpoint["model_config"].get("model") in WINDOW_FREE
-    pair_model = runtime.prepare(load_motionnet(path, frames=2)) if window_free else model
+    pair_model = runtime.prepare(load_motionnet(path, frames=2)) if model.config.window_free else model
     name = f"MotionNet {checkpoint_label(path)} (T+1={model.config.frames})"
     report: dict = {"checkpoint": str(path), "kind": "motionnet", "model_config": checkpoint["model_config"],
                     "size": list(args.size), "synthetic": synthetic_scores(model, name, args, runtime, None)}
@@ -258,9 +261,9 @@ def write_flow_results(args: argparse.Namespace, path: Path, report: dict, metho
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    path, checkpoint = read_checkpoint(args.checkpoint)
+    path, checkpoint, config = read_checkpoint(args.checkpoint)
     args.kind = checkpoint["kind"]
-    fill_defaults(args, checkpoint)
+    fill_defaults(args, checkpoint, config)
     rank, world_size, local_rank = init_distributed()
     try:
         runtime = runtime_from_args(args, rank, world_size, local_rank)

@@ -43,11 +43,11 @@ from hidden2stream.export import (FLOW_OUTPUTS, TWO_STREAM_OUTPUTS, ExportableFl
                                   export_onnx, export_opset, max_abs_difference, ort_session,
                                   require_export_packages)
 from hidden2stream.models.hidden import HIDDEN_KINDS
-from hidden2stream.models.motionnet import MOTIONNETS, build_motionnet
+from hidden2stream.models.motionnet import MOTIONNETS, MotionNetConfig, build_motionnet
 from hidden2stream.models.streams import STREAM_ARCHS
 from hidden2stream.models.two_stream import hidden_two_stream
 from hidden2stream.paths import shared_data
-from hidden2stream.pretrained import load_motionnet, load_two_stream, motion_source
+from hidden2stream.pretrained import checkpoint_config, load_motionnet, load_two_stream, motion_source
 from hidden2stream.train.checkpoint import load_checkpoint
 
 log = logging.getLogger("export")
@@ -104,7 +104,7 @@ def models(args: argparse.Namespace) -> tuple[dict, object, dict]:
     if args.checkpoint is None:
         torch.manual_seed(0)
         for frames in lengths:
-            motionnets[f"motionnet_{args.motion}_w{frames}"] = build_motionnet(args.motion, frames)
+            motionnets[f"motionnet_{args.motion}_w{frames}"] = build_motionnet(MotionNetConfig(args.motion, frames))
         streams = DEFAULT_STREAMS[args.motion] if args.streams == "auto" else args.streams
         network = hidden_two_stream(args.classes, motion=args.motion, frames=args.window_frames,
                                     spatial_arch=streams, temporal_arch=streams, hidden=args.hidden,
@@ -113,14 +113,14 @@ def models(args: argparse.Namespace) -> tuple[dict, object, dict]:
     path = motion_source(args.checkpoint)
     kind = load_checkpoint(path).get("kind")
     if kind == "two_stream":
-        network, config = load_two_stream(path)
-        motion = network.motionnet
-        name = config.get("motion", "motionnet")
+        network = load_two_stream(path)
+        motion, config = network.motionnet, network.config
+        name = config.motion.variant
         motionnets[f"motionnet_{name}_w{motion.config.frames}"] = motion
         return motionnets, (f"two_stream_{name}", network, config), notes
     if kind != "motionnet":
         raise CheckpointError(f"checkpoint {path} holds a {kind!r} model, expected a MotionNet or a two-stream network")
-    name = load_checkpoint(path).get("model_config", {}).get("model", "motionnet")
+    name = checkpoint_config(load_checkpoint(path), path).variant
     for frames in lengths:
         try:
             model = load_motionnet(path, frames)
@@ -228,10 +228,11 @@ def main(argv: list[str] | None = None) -> dict:
         name, network, config = two_stream
         network.eval()
         jobs.append((name, ExportableTwoStream(network), network, TWO_STREAM_OUTPUTS, LOGIT_TOLERANCE,
-                     network.motionnet.config.frames, network.config.get("segments", args.segments)))
+                     network.motionnet.config.frames, network.config.segments))
     if not jobs:
         raise UserError(f"nothing to export: --what {args.what} with this checkpoint")
-    size = args.size or (int(two_stream[2]["size"][0]) if two_stream and "size" in two_stream[2] else 224)
+    trained_size = two_stream[1].config.size if two_stream else None
+    size = args.size or (trained_size[0] if trained_size else 224)
     failed = []
     for name, module, reference, outputs, tolerance, frames, segments in jobs:
         flow_model = outputs == FLOW_OUTPUTS

@@ -3,7 +3,7 @@
     python experiments/make_weights.py            # about 40 minutes on a 2-core CPU
     python experiments/make_weights.py --resume   # continue an interrupted run
 
-Trains MotionNet-corr with ``pretrain_motion.py --recipe corr-supervised`` (exact flow of photo
+Trains MotionNet-corr as ``pretrain_motion.py --recipe corr-supervised`` does (exact flow of photo
 layers from ``<shared>/data/images`` with realistic motions, 320x320 renders zoomed by 0.6-1.0;
 beyond the paper, see the README), copies its weights to ``hidden2stream/weights/`` and records
 them in ``MANIFEST.json`` with their sha256, this command, the data, the steps, the CPU time and
@@ -21,15 +21,14 @@ from pathlib import Path
 
 import torch
 
-import pretrain_motion
-
 from hidden2stream.cli import OneLineParser, positive_int, run_cli
 from hidden2stream.data.flow_pairs import iter_flow_pairs
 from hidden2stream.data.synthetic_flow import SyntheticFlowDataset
 from hidden2stream.evaluate_flow import (BENCHMARK_SEED, benchmark_synthetic_config, motionnet_method,
                                          score_pairs, synthetic_pairs, zero_method)
 from hidden2stream.paths import shared_data
-from hidden2stream.pretrained import MANIFEST, WEIGHTS_DIR, load_motionnet
+from hidden2stream.pipeline import pretrain, stage_options
+from hidden2stream.pretrained import MANIFEST, WEIGHTS_DIR, checkpoint_config, load_motionnet
 from hidden2stream.train.checkpoint import load_checkpoint, save_atomic
 
 RECIPE = "corr-supervised"
@@ -63,16 +62,22 @@ def quality(weights: Path, eval_items: int) -> dict:
     }
 
 
+def shipped_file(checkpoint: dict) -> dict:
+    """What a shipped weights file holds: the MotionNet's tagged config and its weights, nothing
+    of the training run (optimizer, schedule); ``load_motionnet`` reads it as a checkpoint."""
+    return {"kind": "motionnet", "model_config": checkpoint["model_config"], "model": checkpoint["model"]}
+
+
 def package(run: Path, name: str, command: str, eval_items: int) -> dict:
     """Copy the run's weights into ``hidden2stream/weights`` and write their manifest entry."""
     checkpoint = load_checkpoint(run / "checkpoint.pt", kind="motionnet")
-    config = checkpoint["model_config"]
-    path = WEIGHTS_DIR / f"motionnet_{config['model']}.pt"
-    save_atomic({"kind": "motionnet", "model_config": config, "model": checkpoint["model"]}, path)
+    config = checkpoint_config(checkpoint, run / "checkpoint.pt")
+    path = WEIGHTS_DIR / f"motionnet_{config.variant}.pt"
+    save_atomic(shipped_file(checkpoint), path)
     if path.stat().st_size > MAX_BYTES:
         raise RuntimeError(f"{path} is {path.stat().st_size} bytes, over the 10 MB limit for shipped weights")
     entry = {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-             "model": config["model"], "trained_frames": config["frames"], "command": command,
+             "model": config.variant, "trained_frames": config.frames, "command": command,
              "data": f"exact flow of synthetic photo layers ({RECIPE}: the 20 photos of shared/data/images, "
                      "realistic motions, 320x320 zoomed 0.6-1.0); no real flow labels, flow_gt never trained on",
              "steps": int(checkpoint["step"]), "train_cpu_minutes": round(float(checkpoint.get("seconds", 0)) / 60, 1),
@@ -86,8 +91,8 @@ def package(run: Path, name: str, command: str, eval_items: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    pretrain_motion.main(["--recipe", RECIPE, "--steps", str(args.steps), "--out", str(args.out),
-                          "--workers", str(args.workers), "--no-tvl1"] + (["--resume"] if args.resume else []))
+    pretrain.run(stage_options(pretrain.recipe_parser(RECIPE), steps=args.steps, out=args.out,
+                               workers=args.workers, no_tvl1=True, resume=args.resume))
     command = "python experiments/make_weights.py" + (f" --steps {args.steps}" if args.steps != 2000 else "")
     entry = package(args.out, args.name, command, args.eval_items)
     print(json.dumps({k: entry[k] for k in ("file", "sha256", "steps", "train_cpu_minutes", "quality")}, indent=2))

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from hidden2stream.cli import OneLineParser, existing_path, positive_int, run_cli
 from hidden2stream.data.sampling import evenly_spaced_starts
 from hidden2stream.data.video import probe_video, read_frames
-from hidden2stream.errors import UserError
+from hidden2stream.errors import CheckpointError, UserError
 from hidden2stream.flow.visualize import flow_to_rgb, save_png
 from hidden2stream.pretrained import load_two_stream
 from hidden2stream.train.runtime import add_runtime_args, evaluation, runtime_from_args
@@ -78,24 +78,28 @@ def write_flow_video(model, path: Path, out: Path, frames: int, size: tuple[int,
 def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     args = build_parser().parse_args(argv)
     runtime = runtime_from_args(args)
-    model, config = load_two_stream(args.checkpoint)
+    model = load_two_stream(args.checkpoint)
+    config = model.config
     model = runtime.prepare(model)
-    size = tuple(config["size"])
-    clip = sample_views(args.video, args.views, config["segments"], config["frames"], size)
+    if config.size is None:
+        raise CheckpointError(f"{args.checkpoint} does not record the input size it was trained on")
+    frames, size = config.motion.frames, config.size
+    clip = sample_views(args.video, args.views, config.segments, frames, size)
     with evaluation(model):
         with runtime.autocast():
             out = model(clip.to(runtime.device))
         head = "fused" if "fused" in out else next(h for h in ("temporal", "spatial") if h in out)
         scores = out[head].float().softmax(-1).mean(0).cpu()
         top = scores.topk(min(args.top, scores.numel()))
-        ranked = [(config["class_names"][i], float(s)) for s, i in zip(top.values, top.indices)]
+        names = config.class_names or tuple(f"class {i}" for i in range(config.num_classes))
+        ranked = [(names[i], float(s)) for s, i in zip(top.values, top.indices)]
         print(f"{args.video.name}: top-{len(ranked)} ({head} head, {args.views} views)")
         for name, score in ranked:
             print(f"  {score:6.3f}  {name}")
         if args.write_video:
             if args.write_video.suffix and args.write_video.suffix.lower() != ".mp4":
                 raise UserError(f"--write-video {args.write_video}: give an .mp4 file or a folder")
-            count = write_flow_video(model, args.video, args.write_video, config["frames"], size,
+            count = write_flow_video(model, args.video, args.write_video, frames, size,
                                      args.max_frames, runtime)
             print(f"wrote {count} frames with their hidden flow to {args.write_video}")
     return ranked

@@ -9,9 +9,11 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 from hidden2stream.errors import UserError
+
+T = TypeVar("T")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -36,6 +38,16 @@ def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None =
         raise SystemExit(130) from None
 
 
+def options_check(options: str, call: Callable[..., T], *args: object, **kwargs: object) -> T:
+    """``call(*args, **kwargs)``, which builds or checks something from the command-line ``options`` alone;
+    the ``ValueError`` the library raises for a bad value becomes a one-line :class:`UserError`
+    naming those options (library code raises ``ValueError``; the user sees what to change)."""
+    try:
+        return call(*args, **kwargs)
+    except ValueError as err:
+        raise UserError(f"{options}: {err}") from None
+
+
 def existing_path(text: str) -> Path:
     """argparse type: a path that exists."""
     path = Path(text).expanduser()
@@ -52,48 +64,36 @@ def existing_dir(text: str) -> Path:
     return path
 
 
+def _number(text: str, kind: type, noun: str, low: float, strict: bool) -> int | float:
+    """``text`` as ``kind`` (int or float) that is ``> low`` (``strict``) or ``>= low``, or an
+    argparse error naming the rule."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+    if not (value > low if strict else value >= low):
+        raise argparse.ArgumentTypeError(f"{text} must be {'>' if strict else '>='} {low}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
+    return int(_number(text, int, "an integer", 1, strict=False))
 
 
 def positive_float(text: str) -> float:
     """argparse type: a number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} must be > 0")
-    return value
+    return float(_number(text, float, "a number", 0, strict=True))
 
 
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
-    return value
+    return int(_number(text, int, "an integer", 0, strict=False))
 
 
 def non_negative_float(text: str) -> float:
     """argparse type: a float >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be >= 0")
-    return value
+    return float(_number(text, float, "a number", 0, strict=False))
 
 
 def frame_count(text: str) -> int:

@@ -22,7 +22,6 @@ from tqdm import tqdm
 
 from hidden2stream.data.flow_pairs import FlowPair
 from hidden2stream.data.synthetic_flow import SyntheticFlowConfig
-from hidden2stream.errors import UserError
 from hidden2stream.flow.classic import CLASSIC_METHODS, classic_flow, classic_flow_sequence
 from hidden2stream.flow.metrics import endpoint_error, fl_all, photometric_l1, warped_ssim
 from hidden2stream.flow.predict import pair_flow, window_flows
@@ -56,7 +55,7 @@ def motionnet_method(model: nn.Module, runtime: Runtime | torch.device | str, na
 def classic_method(method: str) -> FlowMethod:
     """An OpenCV method (``tvl1``, ``dis``, ``farneback``) with OpenCV's default parameters."""
     if method not in CLASSIC_METHODS:
-        raise UserError(f"unknown classic flow method {method!r}; choose one of {', '.join(CLASSIC_METHODS)}")
+        raise ValueError(f"unknown classic flow method {method!r}; choose one of {', '.join(CLASSIC_METHODS)}")
     return FlowMethod(CLASSIC_LABELS.get(method, method), partial(classic_flow, method),
                       partial(classic_flow_sequence, method), {"kind": "classic", "method": method})
 
@@ -121,11 +120,11 @@ def score_pairs(methods: Sequence[FlowMethod], pairs: Iterable[FlowPair],
     """
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
-        raise UserError(f"flow method names must be unique, got {names}")
+        raise ValueError(f"flow method names must be unique, got {names}")
     results: dict[str, dict] = {m.name: {"pairs": {}} for m in methods}
     for pair in tqdm(pairs, desc=desc, leave=False, disable=None):
         if pair.name in results[names[0]]["pairs"]:
-            raise UserError(f"two pairs are named {pair.name!r}")
+            raise ValueError(f"two pairs are named {pair.name!r}")
         counted = bool(pair.valid.sum() > 0)
         flows = {}
         for method in methods:
@@ -133,8 +132,8 @@ def score_pairs(methods: Sequence[FlowMethod], pairs: Iterable[FlowPair],
             flow = method.pair(pair.frame1, pair.frame2)
             seconds = time.perf_counter() - start
             if flow.shape != pair.flow.shape:
-                raise UserError(f"{method.name} gave flow {tuple(flow.shape)} for pair {pair.name} of "
-                                f"ground truth {tuple(pair.flow.shape)}")
+                raise ValueError(f"{method.name} gave flow {tuple(flow.shape)} for pair {pair.name} of "
+                                 f"ground truth {tuple(pair.flow.shape)}")
             flows[method.name] = flow
             results[method.name]["pairs"][pair.name] = {**pair_scores(flow, pair.flow, pair.valid),
                                                         "seconds": seconds, "counted": counted}

@@ -35,7 +35,7 @@ from torch import nn
 
 from hidden2stream.errors import UserError
 from hidden2stream.models import motionnet_corr
-from hidden2stream.models.hidden import BranchedHiddenStream, StackedHiddenStream, flow_to_stack
+from hidden2stream.models.hidden import StackedHiddenStream, flow_to_clip, flow_to_stack
 from hidden2stream.models.motionnet import DOWNSAMPLING
 from hidden2stream.models.motionnet_corr import CorrMotionNet
 from hidden2stream.models.two_stream import HiddenTwoStream
@@ -140,49 +140,40 @@ class ExportableFlow(nn.Module):
         return upsample_flow(finest, padded)[..., :height, :width]
 
 
-class _Stacked(nn.Module):
-    """:class:`StackedHiddenStream` without the pyramid: the 1/2 level cropped to the input
-    (``ceil(H / 2)``), resized to ``(H, W)``, as a flow stack into the temporal stream."""
+class _WithoutPyramid(nn.Module):
+    """A hidden stream's modules (``inner``) behind the interface :class:`HiddenTwoStream` calls,
+    ``forward_features`` computing only what the classifier needs (no flow pyramid)."""
 
-    def __init__(self, hidden: StackedHiddenStream) -> None:
+    def __init__(self, hidden: nn.Module) -> None:
         super().__init__()
         self.inner = hidden
 
     @property
     def motionnet(self) -> nn.Module:
         return self.inner.motionnet
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        return self.inner.classify(features)
+
+
+class _Stacked(_WithoutPyramid):
+    """:class:`StackedHiddenStream` without the pyramid: the 1/2 level cropped to the input
+    (``ceil(H / 2)``), resized to ``(H, W)``, as a flow stack into the temporal stream."""
 
     def forward_features(self, frames: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         height, width = frames.shape[-2:]
         finest = finest_flow(self.inner.motionnet, frames)[..., : (height + 1) // 2, : (width + 1) // 2]
         flow = upsample_flow(finest, (height, width))
-        to_input = flow_to_stack
-        if getattr(self.inner.temporal, "is_video", False):  # a 3D temporal CNN takes a flow clip
-            from hidden2stream.models.hidden import flow_to_clip
-
-            to_input = flow_to_clip
+        is_video = getattr(self.inner.temporal, "is_video", False)  # a 3D temporal CNN takes a flow clip
+        to_input = flow_to_clip if is_video else flow_to_stack
         return self.inner.temporal.forward_features(to_input(flow, self.inner.clip)), []
 
-    def classify(self, features: torch.Tensor) -> torch.Tensor:
-        return self.inner.classify(features)
 
-
-class _Branched(nn.Module):
+class _Branched(_WithoutPyramid):
     """:class:`BranchedHiddenStream` without the pyramid (the classifier needs the encoder only)."""
-
-    def __init__(self, hidden: BranchedHiddenStream) -> None:
-        super().__init__()
-        self.inner = hidden
-
-    @property
-    def motionnet(self) -> nn.Module:
-        return self.inner.motionnet
 
     def forward_features(self, frames: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         return self.inner.block(encode(self.inner.motionnet, frames)[-1]), []
-
-    def classify(self, features: torch.Tensor) -> torch.Tensor:
-        return self.inner.classify(features)
 
 
 class ExportableTwoStream(nn.Module):
@@ -255,5 +246,5 @@ def max_abs_difference(session, reference: Sequence[torch.Tensor], frames: torch
     """Max absolute difference, output by output, between ONNX Runtime and the PyTorch reference."""
     outputs = ort_run(session, frames)
     if len(outputs) != len(reference):
-        raise UserError(f"the ONNX graph has {len(outputs)} outputs, PyTorch {len(reference)}")
+        raise ValueError(f"the ONNX graph has {len(outputs)} outputs, PyTorch {len(reference)}")
     return [float(np.abs(o - r.detach().float().cpu().numpy()).max()) for o, r in zip(outputs, reference)]

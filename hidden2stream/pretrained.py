@@ -11,25 +11,37 @@ import json
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from hidden2stream.errors import CheckpointError, UserError
-from hidden2stream.models.motionnet import MotionNet, build_motionnet
-from hidden2stream.models.motionnet_corr import CorrMotionNetConfig
-from hidden2stream.models.two_stream import HiddenTwoStream, hidden_two_stream
-from hidden2stream.train.checkpoint import load_checkpoint, load_weights
+from hidden2stream.models.motionnet import MotionNetConfig, build_motionnet
+from hidden2stream.models.two_stream import HiddenTwoStream, HiddenTwoStreamConfig, build_two_stream
+from hidden2stream.train.checkpoint import load_checkpoint, load_weights, model_config_of
 
 VIDEO_WINDOW = 11  # frames per window when window-free weights run on a video
-WINDOW_FREE = ("corr",)  # MotionNets whose weights serve any window length (shared per-pair decoder)
-TWO_STREAM_ARGS = ("motion", "frames", "spatial_arch", "temporal_arch", "hidden", "fusion",
-                   "temporal_fusion", "segments")
+MOTIONNET_PREFIX = "hidden.motionnet."  # where a two-stream state_dict keeps its MotionNet
 
 
-def load_two_stream(path: str | Path) -> tuple[HiddenTwoStream, dict[str, Any]]:
-    """A trained :class:`HiddenTwoStream` and its ``model_config`` (class names, input size)."""
+def checkpoint_config(checkpoint: dict[str, Any], path: str | Path) -> MotionNetConfig | HiddenTwoStreamConfig:
+    """The config a checkpoint was saved with, by its ``kind``; the only thing a model is rebuilt from."""
+    kind = checkpoint.get("kind")
+    family = {"motionnet": MotionNetConfig, "two_stream": HiddenTwoStreamConfig}.get(kind)
+    if family is None:
+        raise CheckpointError(f"checkpoint {path} holds a {kind!r} model, expected a MotionNet or a two-stream network")
+    plain = model_config_of(checkpoint, path, family.FAMILY, family.VERSION)
+    try:
+        return family.from_dict(plain)
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {path} has an invalid {kind} config ({err})") from err
+
+
+def load_two_stream(path: str | Path) -> HiddenTwoStream:
+    """A trained :class:`HiddenTwoStream` rebuilt from its checkpoint's config (``model.config``:
+    class names, input size, segments, the MotionNet ...)."""
     checkpoint = load_checkpoint(path, kind="two_stream")
-    config = checkpoint["model_config"]
-    model = hidden_two_stream(config["num_classes"], **{k: config[k] for k in TWO_STREAM_ARGS})
+    model = build_two_stream(checkpoint_config(checkpoint, path))
     load_weights(model, checkpoint, path)
-    return model, config
+    return model
 
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -70,44 +82,57 @@ def motion_source(text: str | Path) -> Path:
     return path
 
 
-def load_motionnet(path: str | Path, frames: int | None = None) -> MotionNet:
-    """The MotionNet of a ``pretrain_motion.py`` checkpoint, of a two-stream checkpoint, or of
-    shipped weights (a name of :func:`shipped_weights`).
-
-    ``frames`` rebuilds it for windows of that length; only MotionNets whose weights do not
-    depend on the window length (the correlation MotionNet) accept a length other than their own.
-    """
-    path = motion_source(path)
+def _motionnet_parts(source: str | Path) -> tuple[Path, MotionNetConfig, dict[str, Any]]:
+    """(path, config, weights) of the MotionNet in ``source``: a ``pretrain_motion.py`` checkpoint,
+    a two-stream checkpoint (its hidden stream's MotionNet) or shipped weights by name."""
+    path = motion_source(source)
     checkpoint = load_checkpoint(path)
-    kind = checkpoint.get("kind")
-    if kind == "motionnet":
-        config = checkpoint["model_config"]
-        length = config["frames"] if frames is None else frames
-        if length != config["frames"] and config["model"] not in WINDOW_FREE:
-            raise CheckpointError(f"{path} holds a {config['frames']}-frame MotionNet-{config['model']}, "
-                                  f"whose weights fit only that window length, not {length}")
-        model = build_motionnet(config["model"], length)
-        load_weights(model, checkpoint, path)
-        return model
-    if kind == "two_stream":
-        model = load_two_stream(path)[0].motionnet
-        if frames is not None and frames != model.config.frames:
-            raise CheckpointError(f"{path} holds a {model.config.frames}-frame MotionNet, not {frames}")
-        return model
-    raise CheckpointError(f"checkpoint {path} holds a {kind!r} model, expected a MotionNet")
+    config = checkpoint_config(checkpoint, path)
+    if isinstance(config, MotionNetConfig):
+        return path, config, checkpoint["model"]
+    weights = {k[len(MOTIONNET_PREFIX):]: v for k, v in checkpoint["model"].items() if k.startswith(MOTIONNET_PREFIX)}
+    return path, config.motion, weights
 
 
-def load_flow_model(source: str | Path, pair: bool) -> MotionNet:
+def _build_motionnet(path: Path, config: MotionNetConfig, weights: dict[str, Any], frames: int | None) -> nn.Module:
+    """The MotionNet of ``config`` for windows of ``frames`` (None: its own) with ``weights``."""
+    if frames is not None and frames != config.frames:
+        if not config.window_free:
+            raise CheckpointError(f"{path} holds a {config.frames}-frame MotionNet-{config.variant}, whose weights "
+                                  f"fit only that window length (frames={config.frames}), not {frames}")
+        config = config.with_frames(frames)
+    model = build_motionnet(config)
+    load_weights(model, {"model": weights}, path)
+    return model
+
+
+def load_motionnet(source: str | Path, frames: int | None = None) -> nn.Module:
+    """The trained MotionNet of ``source`` (a checkpoint of either kind or a shipped weights name).
+
+    ``frames`` rebuilds it for windows of that length; only window-free MotionNets
+    (``config.window_free``: MotionNet-corr) accept a length other than their own.
+    """
+    return _build_motionnet(*_motionnet_parts(source), frames)
+
+
+def load_flow_model(source: str | Path, pair: bool) -> nn.Module:
     """The MotionNet of ``source`` (checkpoint or shipped name) shaped for the job.
 
-    Weights that serve any window length (MotionNet-corr) run a pair as a 2-frame model and a
-    video as 11-frame windows (each frame encoded once); other MotionNets keep their own window
-    length, and a pair then fills the window with copies of its second frame.
+    Window-free weights (MotionNet-corr) run a pair as a 2-frame model and a video as 11-frame
+    windows (each frame encoded once); other MotionNets keep their own window length, and a pair
+    then fills the window with copies of its second frame.
     """
-    model = load_motionnet(source)
-    wanted = 2 if pair else VIDEO_WINDOW
-    if not isinstance(model.config, CorrMotionNetConfig) or model.config.frames == wanted:
-        return model
-    resized = build_motionnet("corr", wanted)  # the same weights, another window length
-    resized.load_state_dict(model.state_dict())
-    return resized
+    path, config, weights = _motionnet_parts(source)
+    frames = (2 if pair else VIDEO_WINDOW) if config.window_free else None
+    return _build_motionnet(path, config, weights, frames)
+
+
+def load_motionnet_into(model: nn.Module, source: str | Path, option: str, built_by: str) -> None:
+    """Copy the trained MotionNet of ``source`` into ``model`` (a fresh MotionNet of the run);
+    a one-line refusal when ``source`` holds another one. ``option`` / ``built_by`` name, for
+    that line, where ``source`` and ``model`` came from (``--init``, ``--motion tiny``)."""
+    trained = load_motionnet(source, frames=model.config.frames)
+    if trained.config != model.config:
+        raise CheckpointError(f"{option} {source} holds {trained.config.describe()}, "
+                              f"{built_by} builds {model.config.describe()}")
+    model.load_state_dict(trained.state_dict())

@@ -20,7 +20,6 @@ Nothing in the package imports this; the patches live only in this process.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -29,9 +28,10 @@ import torch
 import torch.distributed as dist
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+import hidden2stream.pipeline.pretrain as stage
 import hidden2stream.train.loop as loop
+from hidden2stream.cli import run_cli
 
-REPO = Path(__file__).resolve().parent.parent
 MODES = ("ok", "sum", "drop", "duplicate", "order")
 SHIPPED = {"DistributedDataParallel": loop.DistributedDataParallel,
            "DistributedStepSampler": loop.DistributedStepSampler}
@@ -89,11 +89,8 @@ def main() -> None:
     modes = modes.split(",")
     if any(m not in MODES for m in modes):
         raise SystemExit(f"MODE must be among {MODES}, got {modes}")
-    spec = importlib.util.spec_from_file_location("pretrain_motion", REPO / "experiments" / "pretrain_motion.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    shutdown = script.shutdown_distributed
-    script.shutdown_distributed = lambda: None  # keep one process group for all the runs
+    shutdown = stage.shutdown_distributed
+    stage.shutdown_distributed = lambda: None  # keep one process group for all the runs
     probe: dict[str, list[torch.Tensor]] = {}
 
     def record(optimizer, args, kwargs):
@@ -108,7 +105,7 @@ def main() -> None:
             _patch(mode)
             probe.clear()
             out = Path(root) / mode
-            script.run_cli(script.main, [*argv, "--out", str(out)])
+            run_cli(lambda args: stage.run(stage.parse_args(args)), [*argv, "--out", str(out)])
             if int(os.environ.get("RANK", "0")) == 0:
                 torch.save(probe, out / "probe.pt")
     finally:

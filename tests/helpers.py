@@ -1,16 +1,22 @@
 """Hand-made inputs shared by the flow, loss and benchmark tests (frames, flows, ground-truth files)."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
+import logging
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 import torch
 from torchvision.io import write_png
 
+from hidden2stream.cli import run_cli
 from hidden2stream.flow.warp import pixel_grid
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,6 +33,40 @@ def load_script(folder: str, name: str) -> ModuleType:
     finally:
         sys.path.remove(str(REPO / folder))
     return module
+
+
+class ScriptResult(NamedTuple):
+    """What a script run gave: exit status, standard output, standard error (log lines included)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_script(folder: str, name: str, argv: list[str], cwd: Path) -> ScriptResult:
+    """Run ``REPO/folder/name.py`` with ``argv`` as its command line does (through :func:`run_cli`),
+    in this process, from ``cwd``: the same one-line error handling as ``python name.py ...`` without
+    starting Python and importing torch again (seconds per call). Log records are written to the
+    captured standard error, as the command line's logging would."""
+    module = load_script(folder, name)
+    out, err = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(err)
+    root = logging.getLogger()
+    level, previous = root.level, Path.cwd()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    code = 0
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            run_cli(module.main, argv)
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        os.chdir(previous)
+        root.removeHandler(handler)
+        root.setLevel(level)
+    return ScriptResult(code, out.getvalue(), err.getvalue())
 
 
 def smooth_texture(

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -23,6 +25,14 @@ def _video_root(tmp_path: Path, clips_dir: Path, layout: dict[str, list[str]]) -
             (root / cls / name).symlink_to(clips_dir / SMALL[k % len(SMALL)])
             k += 1
     return root
+
+
+def _refused(parse: Callable[[], object], split_file: Path, text: str, match: str) -> None:
+    """With ``text`` written into ``split_file``, ``parse()`` refuses in one line matching ``match``."""
+    split_file.write_text(text)
+    with pytest.raises(UserError, match=match) as err:
+        parse()
+    assert "\n" not in str(err.value)
 
 
 @pytest.fixture
@@ -53,16 +63,12 @@ def test_ucf101_errors(ucf):
     root, splits = ucf
     with pytest.raises(UserError, match="trainlist02.txt not found"):
         parse_ucf101(root, splits, split=2)
-    (splits / "trainlist01.txt").write_text("ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1\nBiking/x.avi seven\n")
-    with pytest.raises(UserError, match=r"trainlist01.txt:2: malformed line"):
-        parse_ucf101(root, splits)
-    (splits / "trainlist01.txt").write_text("Biking/absent1.avi 2\nBiking/v_Biking_g08_c01.avi 2\nBiking/absent2.avi 2\n")
-    with pytest.raises(UserError, match=r"names 2 absent videos, first: .*absent1.avi") as err:
-        parse_ucf101(root, splits)
-    assert "\n" not in str(err.value)
-    (splits / "classInd.txt").write_text("1 ApplyEyeMakeup\nBiking\n")
-    with pytest.raises(UserError, match=r"classInd.txt:2: malformed line"):
-        parse_ucf101(root, splits)
+    parse = partial(parse_ucf101, root, splits)
+    _refused(parse, splits / "trainlist01.txt", "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1\nBiking/x.avi seven\n",
+             r"trainlist01.txt:2: malformed line")
+    _refused(parse, splits / "trainlist01.txt", "Biking/absent1.avi 2\nBiking/v_Biking_g08_c01.avi 2\nBiking/absent2.avi 2\n",
+             r"names 2 absent videos, first: .*absent1.avi")
+    _refused(parse, splits / "classInd.txt", "1 ApplyEyeMakeup\nBiking\n", r"classInd.txt:2: malformed line")
 
 
 def test_parse_hmdb51(tmp_path, clips_dir):
@@ -78,12 +84,10 @@ def test_parse_hmdb51(tmp_path, clips_dir):
     assert [(s.path.name, s.label) for s in test] == [("b.avi", 0), ("d.avi", 1)]
     with pytest.raises(UserError, match="no \\*_test_split2.txt files"):
         parse_hmdb51(root, splits, split=2)
-    (splits / "wave_test_split1.txt").write_text("d.avi 2\ne.avi 1\nf.avi 1\n")
-    with pytest.raises(UserError, match=r"wave_test_split1.txt names absent videos \(1 in split 1\), first: .*f.avi"):
-        parse_hmdb51(root, splits)
-    (splits / "wave_test_split1.txt").write_text("d.avi 2\ne.avi train\n")
-    with pytest.raises(UserError, match=r"wave_test_split1.txt:2: malformed line"):
-        parse_hmdb51(root, splits)
+    parse = partial(parse_hmdb51, root, splits)
+    _refused(parse, splits / "wave_test_split1.txt", "d.avi 2\ne.avi 1\nf.avi 1\n",
+             r"wave_test_split1.txt names absent videos \(1 in split 1\), first: .*f.avi")
+    _refused(parse, splits / "wave_test_split1.txt", "d.avi 2\ne.avi train\n", r"wave_test_split1.txt:2: malformed line")
 
 
 def test_class_folders_dataset_train_items(tmp_path, clips_dir):
@@ -144,5 +148,5 @@ def test_all_bad_videos_raise_user_error(bad_videos_dir):
     ds = ActionVideoDataset(samples, 1, frames=3, size=(32, 32))
     with pytest.raises(UserError, match="every video"):
         ds[0]
-    with pytest.raises(UserError, match="outside 0..0"):
+    with pytest.raises(ValueError, match="outside 0..0"):
         ActionVideoDataset([VideoSample(bad_videos_dir / "empty.mp4", 1)], 1)

@@ -72,8 +72,8 @@ def tiny_checkpoint(path: Path, frames: int) -> Path:
     from hidden2stream.models.motionnet import motionnet_tiny
     from hidden2stream.train.checkpoint import save_atomic
 
-    return save_atomic({"kind": "motionnet", "model_config": {"model": "tiny", "frames": frames},
-                        "model": motionnet_tiny(frames).state_dict()}, path)
+    model = motionnet_tiny(frames)
+    return save_atomic({"kind": "motionnet", "model_config": model.config.to_dict(), "model": model.state_dict()}, path)
 
 
 def test_flow_quality_smoke(tmp_path, images_dir, clips_dir):

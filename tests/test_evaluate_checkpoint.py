@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import load_script
+from helpers import load_script, run_script
 from hidden2stream.train.checkpoint import load_checkpoint, save_atomic
 
 REPO = Path(__file__).resolve().parent.parent
@@ -98,8 +98,8 @@ def _toy_checkpoint(path: Path) -> Path:
     (lambda tmp: Path(__file__), "cannot be read"),
 ])
 def test_bad_checkpoints_give_one_line_and_exit_2(tmp_path, make, message):
-    result = subprocess.run([sys.executable, str(EXPERIMENTS / "evaluate.py"), "--checkpoint", str(make(tmp_path)),
-                             "--device", "cpu"], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=ENV)
+    result = run_script("experiments", "evaluate", ["--checkpoint", str(make(tmp_path)), "--device", "cpu"],
+                        cwd=tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr

@@ -11,12 +11,15 @@ import pytest
 import torch
 from torchvision.io import write_png
 
-from helpers import load_script
+from helpers import load_script, run_script
 from hidden2stream.data.synthetic_actions import SyntheticActionDataset
 from hidden2stream.errors import CheckpointError
 from hidden2stream.flow.io import read_flo
-from hidden2stream.models.motionnet import build_motionnet
-from hidden2stream.pretrained import load_motionnet
+from hidden2stream.models.motionnet import MotionNetConfig, build_motionnet
+from hidden2stream.pipeline import stage_options
+from hidden2stream.pipeline.pretrain import recipe_parser
+from hidden2stream.pipeline.two_stream import build_parser as two_stream_parser
+from hidden2stream.pretrained import load_motionnet, load_two_stream
 from hidden2stream.train.checkpoint import load_checkpoint, save_atomic
 
 REPO = Path(__file__).resolve().parent.parent
@@ -133,16 +136,61 @@ def test_flow_command_refuses_a_video_without_two_frames(tmp_path, make_video):
     """Fewer than 2 frames: one ``error:`` line and exit 2 (as predict.py), not "wrote 0 flows"."""
     video = make_video(tmp_path / "short.mp4")
     checkpoint = tmp_path / "motion.pt"  # untrained weights: the video is refused before they matter
-    save_atomic({"kind": "motionnet", "model_config": {"model": "tiny", "frames": 3},
-                 "model": build_motionnet("tiny", 3).state_dict()}, checkpoint)
-    result = subprocess.run([sys.executable, str(EXPERIMENTS / "flow.py"), "--checkpoint", str(checkpoint),
-                             "--video", str(video), "--out", str(tmp_path / "flow"), "--device", "cpu"],
-                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    config = MotionNetConfig("tiny", 3)
+    save_atomic({"kind": "motionnet", "model_config": config.to_dict(),
+                 "model": build_motionnet(config).state_dict()}, checkpoint)
+    result = run_script("experiments", "flow", ["--checkpoint", str(checkpoint), "--video", str(video),
+                                                "--out", str(tmp_path / "flow"), "--device", "cpu"], cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "1 frame: a flow needs at least 2" in lines[0], \
         result.stderr
     assert "wrote" not in result.stdout and not list(tmp_path.rglob("*.flo"))
+
+
+def test_checkpoints_rebuild_from_their_config_alone(motion_run, joint_run):
+    """Both kinds store their family's tagged config; loading reads nothing else to rebuild the net."""
+    motion = load_checkpoint(motion_run / "checkpoint.pt")["model_config"]
+    assert motion == MotionNetConfig("tiny", 3).to_dict()
+    model = load_two_stream(joint_run / "checkpoint.pt")
+    assert model.config.to_dict() == load_checkpoint(joint_run / "checkpoint.pt")["model_config"]
+    assert (model.config.motion, model.config.segments, model.config.size) == (MotionNetConfig("tiny", 3), 2, (64, 64))
+    assert len(model.config.class_names) == model.config.num_classes == 4
+    trained = load_motionnet(joint_run / "checkpoint.pt")  # a two-stream checkpoint's MotionNet, the same path
+    assert all(torch.equal(v, model.motionnet.state_dict()[k]) for k, v in trained.state_dict().items())
+
+
+@pytest.mark.parametrize("kind, name, rerun", [("motionnet", "flow", "pretrain_motion.py"),
+                                               ("two_stream", "predict", "train_two_stream.py")])
+def test_checkpoints_of_the_old_format_are_refused_in_one_line(tmp_path, kind, name, rerun):
+    """An untagged ``model_config`` (before one config per model family): the script to rerun."""
+    checkpoint = tmp_path / "old.pt"
+    save_atomic({"kind": kind, "model_config": {"model": "tiny", "frames": 3},
+                 "model": build_motionnet(MotionNetConfig("tiny", 3)).state_dict()}, checkpoint)
+    with pytest.raises(CheckpointError, match=f"rerun experiments/{rerun}"):
+        (load_motionnet if kind == "motionnet" else load_two_stream)(checkpoint)
+    result = run_script("experiments", name, ["--checkpoint", str(checkpoint), "--video", str(checkpoint)]
+                        + (["--out", str(tmp_path / "flow")] if name == "flow" else []), cwd=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and f"rerun experiments/{rerun}" in lines[0], result.stderr
+
+
+def test_resuming_from_an_old_format_checkpoint_names_what_to_rerun(tmp_path):
+    save_atomic({"kind": "motionnet", "model_config": {"model": "tiny", "frames": 3},
+                 "model": build_motionnet(MotionNetConfig("tiny", 3)).state_dict()}, tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="rerun experiments/pretrain_motion.py"):
+        script("pretrain_motion").main(["--out", str(tmp_path), "--steps", "1", "--resume", "--no-tvl1", *MOTION])
+
+
+def test_pipeline_stage_options_equal_the_command_lines():
+    """main.py's stages get exactly what the scripts' command lines give (same defaults, same types)."""
+    assert stage_options(recipe_parser("cpu"), out=Path("m"), steps=60, frames=6, size=(64, 64), resume=True) \
+        == script("pretrain_motion").parse_args(["--out", "m", "--steps", "60", "--frames", "6", "--size", "64",
+                                                  "--resume"])
+    assert stage_options(two_stream_parser(), out=Path("j"), motion="corr", motion_checkpoint="default",
+                         train_items=400, size=(64, 64)) \
+        == two_stream_parser().parse_args(["--out", "j", "--motion", "corr", "--motion-checkpoint", "default",
+                                           "--train-items", "400", "--size", "64"])
 
 
 def test_joint_training_evaluates_every_head(joint_run):
@@ -190,6 +238,14 @@ def test_resumed_joint_training_ends_with_the_same_weights(tmp_path, monkeypatch
         assert torch.equal(full[key], cut[key]), key
 
 
+def test_joint_training_takes_a_stream_from_another_run(tmp_path, joint_run):
+    """--init-spatial rebuilds the other run from its checkpoint and copies its spatial stream (lr 0 keeps it)."""
+    script("train_two_stream").main(["--out", str(tmp_path), *JOINT, "--steps", "1", "--lr", "0", "--no-eval",
+                                     "--init-spatial", str(joint_run / "checkpoint.pt")])
+    before, after = (load_two_stream(run / "checkpoint.pt").spatial for run in (joint_run, tmp_path))
+    assert all(torch.equal(p, q) for p, q in zip(before.parameters(), after.parameters()))
+
+
 def test_frozen_motionnet_stays_fixed(tmp_path, motion_run):
     pretrained = motion_run / "checkpoint.pt"
     script("train_two_stream").main(["--out", str(tmp_path), *JOINT, "--steps", "2", "--freeze-motion",
@@ -207,18 +263,30 @@ def test_frozen_motionnet_stays_fixed(tmp_path, motion_run):
     ("pretrain_motion", ["--size", "50"], "multiples of 8"),
     ("pretrain_motion", ["--batch-size", "6", "--accumulation", "4", "--steps", "1"], "not divisible"),
     ("train_two_stream", ["--fusion", "nope"], "invalid choice"),
+    ("train_two_stream", ["--fusion", "bilinear", "--temporal-fusion", "conv3d"], "bilinear fusion has Cs*Ct channels"),
     ("train_two_stream", ["--dataset", "ucf101"], "--video-root"),
     ("flow", ["--checkpoint", "/no/such.pt", "--pair", "a.png", "b.png"], "does not exist"),
     ("predict", ["--checkpoint", __file__, "--video", __file__], "cannot be read"),
 ])
 def test_bad_arguments_give_one_line(tmp_path, name, args, message):
-    result = subprocess.run([sys.executable, str(EXPERIMENTS / f"{name}.py"), *args, "--out", str(tmp_path / "o")]
-                            if name not in ("flow", "predict") else
-                            [sys.executable, str(EXPERIMENTS / f"{name}.py"), *args],
-                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    argv = [*args, "--out", str(tmp_path / "o")] if name not in ("flow", "predict") else args
+    result = run_script("experiments", name, argv, cwd=tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("name, args, message", [
+    ("train_two_stream", ["--fusion", "nope"], "invalid choice"),  # argparse
+    ("flow", ["--checkpoint", "/no/such.pt", "--pair", "a.png", "b.png"], "does not exist"),  # UserError
+])
+def test_script_entry_points_give_one_line(tmp_path, name, args, message):
+    """The same through ``python script.py``: imports, warnings and logging print nothing more."""
+    result = subprocess.run([sys.executable, str(EXPERIMENTS / f"{name}.py"), *args],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
 
 
 def test_main_job_quick_starts_from_shipped_weights_scores_real_flow_and_resumes(tmp_path, capsys):
@@ -235,6 +303,8 @@ def test_main_job_quick_starts_from_shipped_weights_scores_real_flow_and_resumes
         assert "RubberWhale" in printed
     again = script("main").main(["--quick", "--out", str(out), "--device", "cpu", "--resume"])
     assert again["two_stream"]["video_top1"] == first["two_stream"]["video_top1"]
+    if "real_flow" in first:  # kept with the weights' sha256, so the resumed job does not recompute them
+        assert again["real_flow"] == first["real_flow"] and (out / "real_flow.json").is_file()
 
 
 def test_main_job_quick_with_pretraining_runs_both_stages(tmp_path):
@@ -242,3 +312,17 @@ def test_main_job_quick_with_pretraining_runs_both_stages(tmp_path):
     summary = script("main").main(["--quick", "--pretrain-motion", "--out", str(out), "--device", "cpu"])
     assert (out / "motion" / "checkpoint.pt").exists() and (out / "two_stream" / "checkpoint.pt").exists()
     assert summary["motion"]["synthetic"]["zero_epe"] > 0 and summary["two_stream"]["num_classes"] == 12
+
+
+def test_resumed_job_reuses_real_flow_scores_of_the_same_weights_only(tmp_path, monkeypatch):
+    from hidden2stream.pipeline import job
+
+    calls: list = []
+    monkeypatch.setattr(job, "real_flow_scores", lambda motion: calls.append(motion) or {"run": len(calls)})
+    first, other, record = tmp_path / "a.pt", tmp_path / "b.pt", tmp_path / "real_flow.json"
+    first.write_bytes(b"weights a")
+    other.write_bytes(b"weights b")
+    assert job.resumed_real_flow_scores(first, record, resume=False) == {"run": 1}
+    assert job.resumed_real_flow_scores(first, record, resume=True) == {"run": 1} and len(calls) == 1
+    assert job.resumed_real_flow_scores(other, record, resume=True) == {"run": 2}  # other weights: scored
+    assert job.resumed_real_flow_scores(other, record, resume=False) == {"run": 3}  # a fresh job scores again

@@ -7,6 +7,8 @@ without onnx / onnxruntime / onnxscript (``pip install -e ".[export]"``).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from test_benchmarks import load, one_clip, positive
 
 from hidden2stream.cli import run_cli
 from hidden2stream.export import ExportableFlow, ExportableTwoStream
-from hidden2stream.models.motionnet import build_motionnet
+from hidden2stream.models.motionnet import MotionNetConfig, build_motionnet
 from hidden2stream.models.two_stream import hidden_two_stream
 from hidden2stream.train.checkpoint import save_atomic
 
@@ -44,7 +46,7 @@ def larger_flows(motionnet: torch.nn.Module) -> torch.nn.Module:
 def test_exportable_flow_is_the_motionnet_forward(name):
     """The shape-generic wrapper computes exactly what ``motionnet(frames, all_scales=False)`` does,
     at sizes that need padding and at odd sizes."""
-    model = build_motionnet(name, 3).eval()
+    model = build_motionnet(MotionNetConfig(name, 3)).eval()
     for height, width in [(64, 64), (50, 70), (33, 47)]:
         frames = torch.rand(2, 3, 3, height, width)
         with torch.no_grad():
@@ -102,8 +104,8 @@ def two_stream_checkpoint(path: Path) -> Path:
     with torch.no_grad():
         for head in (model.spatial.head[-1], model.hidden.temporal.head[-1]):
             head.weight.mul_(50.0)
-    config = dict(model.config, size=[32, 32], class_names=[f"class{i}" for i in range(5)])
-    return save_atomic({"kind": "two_stream", "model_config": config, "model": model.state_dict()}, path)
+    config = dataclasses.replace(model.config, size=(32, 32), class_names=tuple(f"class{i}" for i in range(5)))
+    return save_atomic({"kind": "two_stream", "model_config": config.to_dict(), "model": model.state_dict()}, path)
 
 
 def test_export_two_stream_checkpoint(tmp_path, clips_dir, onnx_packages):
@@ -127,8 +129,8 @@ def test_export_two_stream_checkpoint(tmp_path, clips_dir, onnx_packages):
 def test_export_motionnet_checkpoint_other_lengths_noted(tmp_path, onnx_packages):
     """A 2-frame MotionNet-tiny checkpoint fits the pair model only: the window model is noted, not
     exported; without clips the check inputs are random frames (two sizes)."""
-    model = larger_flows(build_motionnet("tiny", 2))
-    checkpoint = save_atomic({"kind": "motionnet", "model_config": {"model": "tiny", "frames": 2},
+    model = larger_flows(build_motionnet(MotionNetConfig("tiny", 2)))
+    checkpoint = save_atomic({"kind": "motionnet", "model_config": model.config.to_dict(),
                               "model": model.state_dict()}, tmp_path / "m" / "checkpoint.pt")
     result = run_export(["--checkpoint", str(checkpoint), "--clips", str(tmp_path / "absent"), "--size", "32",
                          "--out", str(tmp_path / "out")])
@@ -145,9 +147,9 @@ def test_export_corr_motionnet(tmp_path, onnx_packages):
     default's 49-offset cost volumes take minutes to export; experiments/export.py --motion corr
     checks that one on the shared clips)."""
     from hidden2stream.export import FLOW_OUTPUTS, export_onnx, max_abs_difference, ort_session
-    from hidden2stream.models.motionnet_corr import CorrMotionNet, CorrMotionNetConfig
+    from hidden2stream.models.motionnet_corr import CorrLayers, CorrMotionNet
 
-    config = CorrMotionNetConfig(frames=2, widths=(8, 8, 16, 16, 16), context=8, radius=1, decoder_widths=(16,))
+    config = MotionNetConfig("corr", 2, CorrLayers(widths=(8, 8, 16, 16, 16), context=8, radius=1, decoder_widths=(16,)))
     model = CorrMotionNet(config).eval()
     path = export_onnx(ExportableFlow(model), torch.rand(1, 2, 3, 64, 64), tmp_path / "corr.onnx", FLOW_OUTPUTS)
     session = ort_session(path)

@@ -154,7 +154,7 @@ def test_score_pairs_hand_made():
     assert scores["truth"]["pairs"]["a"]["epe"] == 0.0 and scores["truth"]["mean_epe"] == 2.5
     assert scores["truth"]["mean_fl_all"] == 0.5
     assert seen == [["truth", "zero flow"]] * 3
-    with pytest.raises(UserError, match="unique"):
+    with pytest.raises(ValueError, match="unique"):
         score_pairs([zero_method(), zero_method()], pairs)
 
 

@@ -149,7 +149,7 @@ def test_save_png_and_grid(tmp_path):
     grid_path = make_grid_png([image, small, image], tmp_path / "g.png", ncol=2)
     grid = decode_png(read_file(str(grid_path)))
     assert grid.shape == (3, 2 + 2 * (8 + 2), 2 + 2 * (10 + 2))
-    with pytest.raises(UserError):
+    with pytest.raises(ValueError):
         make_grid_png([], tmp_path / "empty.png", ncol=2)
 
 
@@ -168,5 +168,5 @@ def test_classic_flow_sequence_and_errors():
     flows = classic_flow_sequence("farneback", frames)
     assert flows.shape == (2, 2, 32, 32) and torch.isfinite(flows).all()
     assert "farneback" in CLASSIC_METHODS
-    with pytest.raises(UserError, match="tvl1"):
+    with pytest.raises(ValueError, match="tvl1"):
         classic_flow("lucas", frames[0], frames[1])

@@ -4,7 +4,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hidden2stream.errors import UserError
 from hidden2stream.flow.warp import pixel_grid
 from hidden2stream.losses.charbonnier import charbonnier
 from hidden2stream.losses.motion import PRESETS, MotionLossConfig, multiscale_motion_loss
@@ -56,7 +55,7 @@ def test_photometric_loss_mask_and_border():
     zero = torch.zeros(1, 2, 20, 20)
     with_border = photometric_loss(frame0, frame1, zero, border=0.1)
     assert with_border < photometric_loss(frame0, frame1, zero, border=0.0)
-    with pytest.raises(UserError):
+    with pytest.raises(ValueError):
         photometric_loss(frame0, frame1, zero, border=0.5)
 
 
@@ -175,7 +174,7 @@ def test_multiscale_loss_with_occlusion_and_edges():
     # without backward flows the occlusion switch is ignored
     plain, _ = multiscale_motion_loss(frames, [level.detach() for level in forward], config)
     assert torch.isfinite(plain)
-    with pytest.raises(UserError):
+    with pytest.raises(ValueError):
         multiscale_motion_loss(frames, pyramid_for(frames, 2.0, 0.0, 6), config)
 
 

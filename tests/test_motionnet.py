@@ -3,18 +3,17 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict
 
 import pytest
 import torch
 from torch import nn
 
-from hidden2stream.errors import UserError
 from hidden2stream.models.flops import forward_flops
 from hidden2stream.models.motionnet import (
     MOTIONNETS,
     MotionNet,
     MotionNetConfig,
+    MotionNetLayers,
     build_motionnet,
     motionnet,
     motionnet_tiny,
@@ -60,7 +59,7 @@ def test_encode_maps_and_decode_match_forward() -> None:
     frames = torch.rand(1, 2, 3, 50, 70)
     with torch.no_grad():
         features = model.encode(frames)
-        assert [f.shape[1] for f in features] == list(model.config.widths)
+        assert [f.shape[1] for f in features] == list(model.config.layers.widths)
         sizes = [tuple(f.shape[-2:]) for f in features]
         assert sizes == [(64 // 2**k, 96 // 2**k) for k in range(6)]
         assert model.feature_channels == features[-1].shape[1] == 128
@@ -108,22 +107,45 @@ def test_flow_upsampling_is_initialised_bilinear() -> None:
 @pytest.mark.parametrize(
     "frames", [torch.rand(1, 3, 3, 32, 32), torch.rand(1, 2, 1, 32, 32), torch.rand(2, 3, 32, 32)]
 )
-def test_wrong_input_shape_is_user_error(frames: torch.Tensor) -> None:
-    with pytest.raises(UserError, match="expects frames"):
+def test_wrong_input_shape_is_a_value_error(frames: torch.Tensor) -> None:
+    with pytest.raises(ValueError, match="expects frames"):
         motionnet_tiny(2)(frames)
 
 
 def test_build_motionnet_and_config_checks() -> None:
     assert set(MOTIONNETS) == {"paper", "tiny", "corr"}
-    model = build_motionnet("tiny", 4)
+    model = build_motionnet(MotionNetConfig("tiny", 4))
     assert isinstance(model, MotionNet) and model.num_flows == 3
-    assert MotionNetConfig(**asdict(model.config)) == model.config
-    with pytest.raises(UserError, match="paper, tiny"):
-        build_motionnet("huge", 11)
-    with pytest.raises(UserError):
+    assert model.config.layers.widths == (16, 32, 48, 64, 96, 128)  # the tiny variant's widths
+    with pytest.raises(ValueError, match="paper, tiny"):
+        MotionNetConfig("huge", 11)
+    with pytest.raises(ValueError):
         MotionNetConfig(frames=1)
-    with pytest.raises(UserError):
-        MotionNetConfig(widths=(8, 8, 8))
+    with pytest.raises(ValueError):
+        MotionNetLayers(widths=(8, 8, 8))
+    with pytest.raises(TypeError):
+        MotionNetConfig("corr", 2, MotionNetLayers())
+
+
+@pytest.mark.parametrize("variant, frames", [("tiny", 3), ("corr", 2)])
+def test_config_round_trips_through_plain_primitives(variant: str, frames: int) -> None:
+    """A checkpoint stores ``to_dict()`` (lists, no tuples or dataclasses); ``from_dict`` rebuilds
+    the same config, custom widths included, and with it a network the weights fit."""
+    config = MotionNetConfig(variant, frames)
+    if variant == "tiny":
+        config = MotionNetConfig("tiny", frames, MotionNetLayers((8, 8, 16, 16, 32, 32), (16, 16, 8, 8)))
+    plain = config.to_dict()
+    assert plain["family"] == "motionnet" and plain["version"] == MotionNetConfig.VERSION
+    assert all(isinstance(v, (str, int, float, list)) for v in plain["layers"].values())
+    assert MotionNetConfig.from_dict(plain) == config
+    model = build_motionnet(config)
+    build_motionnet(MotionNetConfig.from_dict(plain)).load_state_dict(model.state_dict())
+
+
+def test_window_free_is_a_property_of_the_config() -> None:
+    assert MotionNetConfig("corr", 2).window_free
+    assert not MotionNetConfig("tiny", 2).window_free and not MotionNetConfig("paper", 11).window_free
+    assert MotionNetConfig("corr", 2).with_frames(6) == MotionNetConfig("corr", 6)
 
 
 def test_channels_last_matches_contiguous() -> None:
@@ -154,7 +176,7 @@ def test_paper_motionnet_size_and_forward() -> None:
     model = motionnet().eval()
     params = sum(p.numel() for p in model.parameters())
     assert 42.0e6 < params < 42.7e6  # 42,319,860 for 11 frames
-    assert model.config.widths == (64, 128, 256, 512, 512, 1024) and model.feature_channels == 1024
+    assert model.config.layers.widths == (64, 128, 256, 512, 512, 1024) and model.feature_channels == 1024
     with torch.no_grad():
         flow = model(torch.rand(1, 11, 3, 64, 64))
     assert flow.shape == (1, 10, 2, 64, 64) and torch.isfinite(flow).all()
@@ -166,7 +188,7 @@ def test_upsample_flow_scales_values_per_axis() -> None:
     assert up.shape == (1, 1, 2, 8, 18)
     torch.testing.assert_close(up[:, :, 0], torch.full((1, 1, 8, 18), 3.0))
     torch.testing.assert_close(up[:, :, 1], torch.full((1, 1, 8, 18), 4.0))
-    with pytest.raises(UserError):
+    with pytest.raises(ValueError):
         upsample_flow(torch.zeros(1, 3, 4, 6), (8, 12))
 
 

@@ -9,7 +9,8 @@ import torch
 from hidden2stream.data.synthetic_flow import SyntheticFlowConfig, SyntheticFlowDataset
 from hidden2stream.losses.supervised import multiscale_epe_loss, resize_flow
 from hidden2stream.models.hidden import BranchedHiddenStream, StackedHiddenStream
-from hidden2stream.models.motionnet_corr import CorrMotionNetConfig, local_correlation, motionnet_corr
+from hidden2stream.models.motionnet import MotionNetConfig
+from hidden2stream.models.motionnet_corr import CorrLayers, local_correlation, motionnet_corr
 from hidden2stream.models.streams import temporal_stream
 from hidden2stream.train.objectives import random_rescale
 
@@ -63,9 +64,9 @@ def test_gradients_reach_the_encoder_in_stacked_and_branched_streams() -> None:
 
 def test_config_checks() -> None:
     with pytest.raises(ValueError):
-        CorrMotionNetConfig(frames=1)
+        MotionNetConfig("corr", frames=1)
     with pytest.raises(ValueError):
-        CorrMotionNetConfig(widths=(8, 8))
+        CorrLayers(widths=(8, 8))
     with pytest.raises(ValueError):
         motionnet_corr(3)(torch.rand(1, 2, 3, 32, 32))
 

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import run_script
 from hidden2stream.data.flow_pairs import iter_flow_pairs
 from hidden2stream.errors import UserError
 from hidden2stream.evaluate_flow import pair_scores
@@ -18,7 +16,6 @@ from hidden2stream.models.motionnet_corr import CorrMotionNet, motionnet_corr
 from hidden2stream.paths import shared_data
 from hidden2stream.pretrained import WEIGHTS_DIR, load_flow_model, load_motionnet, shipped_weights
 
-REPO = Path(__file__).resolve().parent.parent
 MAX_BYTES = 10 * 1024 * 1024
 
 
@@ -65,18 +62,16 @@ def test_shipped_pair_model_halves_zero_flow_error_on_real_pairs(name):
 
 
 def test_flow_command_uses_the_shipped_weights_without_a_checkpoint(tmp_path, frame_pairs_dir):
-    result = subprocess.run([sys.executable, str(REPO / "experiments" / "flow.py"), "--pair",
-                             str(frame_pairs_dir / "rubberwhale1.png"), str(frame_pairs_dir / "rubberwhale2.png"),
-                             "--out", str(tmp_path), "--size", "96x128", "--device", "cpu"],
-                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    result = run_script("experiments", "flow", ["--pair", str(frame_pairs_dir / "rubberwhale1.png"),
+                                                str(frame_pairs_dir / "rubberwhale2.png"), "--out", str(tmp_path),
+                                                "--size", "96x128", "--device", "cpu"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert read_flo(tmp_path / "flow_00000.flo").shape == (2, 96, 128)
 
 
 def test_two_stream_training_refuses_shipped_weights_of_another_motionnet(tmp_path):
-    result = subprocess.run([sys.executable, str(REPO / "experiments" / "train_two_stream.py"), "--motion", "tiny",
-                             "--motion-checkpoint", "default", "--out", str(tmp_path / "o"), "--steps", "1"],
-                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    result = run_script("experiments", "train_two_stream", ["--motion", "tiny", "--motion-checkpoint", "default",
+                                                            "--out", str(tmp_path / "o"), "--steps", "1"], cwd=tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "--motion tiny builds" in lines[0], result.stderr

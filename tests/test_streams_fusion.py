@@ -6,8 +6,9 @@ import torch
 import torchvision
 from torch import nn
 
+from hidden2stream.cli import options_check
 from hidden2stream.errors import UserError
-from hidden2stream.models.fusion import ConvFusion, TemporalFusion, late_fusion
+from hidden2stream.models.fusion import ConvFusion, TemporalFusion, check_fusion, late_fusion
 from hidden2stream.models.hidden import BranchedHiddenStream, StackedHiddenStream, flow_to_stack
 from hidden2stream.models.motionnet import motionnet_tiny
 from hidden2stream.models.streams import (
@@ -45,12 +46,12 @@ def test_tiny_stream_shapes() -> None:
     x = torch.rand(3, 6, 64, 64)
     assert stream.forward_features(x).shape == (3, stream.feature_channels, 4, 4)
     assert stream(x).shape == (3, CLASSES)
-    with pytest.raises(UserError):
+    with pytest.raises(ValueError):
         stream(torch.rand(3, 3, 64, 64))
 
 
 def test_unknown_arch_lists_choices() -> None:
-    with pytest.raises(UserError, match="resnet18"):
+    with pytest.raises(ValueError, match="resnet18"):
         spatial_stream("alexnet", CLASSES)
 
 
@@ -103,7 +104,7 @@ def test_flow_to_stack_order_and_clipping() -> None:
     flow = torch.tensor([[[[[5.0]], [[25.0]]]]], requires_grad=True)
     flow_to_stack(flow).sum().backward()
     assert flow.grad.flatten().tolist() == pytest.approx([1 / 20, 0.0])
-    with pytest.raises(UserError):
+    with pytest.raises(ValueError):
         flow_to_stack(torch.zeros(1, 2, 3, 4, 4))
 
 
@@ -123,7 +124,7 @@ def test_hidden_stream_trains_motionnet(kind: str) -> None:
 
 
 def test_stacked_stream_checks_channels() -> None:
-    with pytest.raises(UserError):
+    with pytest.raises(ValueError):
         StackedHiddenStream(motionnet_tiny(frames=FRAMES), temporal_stream("tiny", CLASSES, 20))
 
 
@@ -147,7 +148,7 @@ def test_conv_fusion_kinds_shapes() -> None:
     out = bilinear(spatial, temporal)
     assert bilinear.out_channels == 48 and out.shape == (2, 48, 1, 1)
     torch.testing.assert_close(out.flatten(1).norm(dim=1), torch.ones(2))
-    with pytest.raises(UserError):
+    with pytest.raises(ValueError):
         ConvFusion("late", 8, 6)
 
 
@@ -156,8 +157,18 @@ def test_temporal_fusion_kinds() -> None:
     torch.testing.assert_close(TemporalFusion("avg", 5, 3)(maps), maps.mean(dim=1))
     torch.testing.assert_close(TemporalFusion("max3d", 5, 3)(maps), maps.amax(dim=1))
     assert TemporalFusion("conv3d", 5, 3)(maps).shape == (2, 5, 4, 4)
-    with pytest.raises(UserError):
+    with pytest.raises(ValueError):
         TemporalFusion("median", 5, 3)
+
+
+def test_fusion_pairs_are_checked_once_for_code_and_options() -> None:
+    check_fusion("bilinear", "max3d")
+    with pytest.raises(ValueError, match="bilinear fusion has Cs\\*Ct channels"):
+        check_fusion("bilinear", "conv3d")
+    with pytest.raises(ValueError, match="unknown temporal fusion 'median'; choose from avg, max3d, conv3d"):
+        check_fusion("sum", "median")
+    with pytest.raises(UserError, match="^--fusion / --temporal-fusion: bilinear fusion"):
+        options_check("--fusion / --temporal-fusion", check_fusion, "bilinear", "conv3d")
 
 
 def test_late_fusion_rule() -> None:
@@ -165,7 +176,7 @@ def test_late_fusion_rule() -> None:
     temporal = torch.tensor([[0.0, 3.0, 1.0]])
     fused = late_fusion(spatial, temporal, temporal_weight=2.0)
     torch.testing.assert_close(fused, torch.tensor([[0.5, 1.5, 1.0]]))
-    with pytest.raises(UserError):
+    with pytest.raises(ValueError):
         late_fusion(spatial, temporal[:, :2])
 
 
@@ -192,7 +203,7 @@ def test_two_stream_fusions(fusion: str, temporal_fusion: str, hidden: str) -> N
     model = hidden_two_stream(
         CLASSES, frames=FRAMES, hidden=hidden, fusion=fusion, temporal_fusion=temporal_fusion, segments=K
     )
-    assert model.config["fusion"] == fusion
+    assert model.config.fusion == fusion
     out = model(_clip())
     assert set(out) == {"spatial", "temporal", "fused", "pyramid"}
     for name in ("spatial", "temporal", "fused"):
@@ -212,14 +223,14 @@ def test_single_stream_forward() -> None:
 
 
 def test_two_stream_input_errors() -> None:
-    with pytest.raises(UserError, match="fusion"):
+    with pytest.raises(ValueError, match="fusion"):
         hidden_two_stream(CLASSES, frames=FRAMES, fusion="average")
-    with pytest.raises(UserError):
+    with pytest.raises(ValueError):
         hidden_two_stream(CLASSES, frames=FRAMES, hidden="parallel")
     model = hidden_two_stream(CLASSES, frames=FRAMES)
-    with pytest.raises(UserError):
+    with pytest.raises(ValueError):
         model(torch.rand(B, FRAMES, 3, SIZE, SIZE))
-    with pytest.raises(UserError):
+    with pytest.raises(ValueError):
         model(torch.rand(B, K, FRAMES + 1, 3, SIZE, SIZE))
-    with pytest.raises(UserError):
+    with pytest.raises(ValueError):
         model(_clip(), streams=("audio",))

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.io import write_png
 
+from hidden2stream.cli import OneLineParser
+from hidden2stream.data.action_sets import action_datasets, add_action_data_args
 from hidden2stream.data.layers import Layer, affine, exact_flow, render, superellipse_mask
 from hidden2stream.data.synthetic_actions import APPEARANCES, SyntheticActionConfig, SyntheticActionDataset
 from hidden2stream.data.synthetic_flow import SyntheticFlowConfig, SyntheticFlowDataset
@@ -189,9 +191,9 @@ def test_flow_dataset_with_photos(images_dir: Path) -> None:
 
 
 def test_flow_config_rejects_bad_values(tmp_path: Path) -> None:
-    with pytest.raises(UserError):
+    with pytest.raises(ValueError):
         SyntheticFlowConfig(frames=1)
-    with pytest.raises(UserError):
+    with pytest.raises(ValueError):
         SyntheticFlowConfig(foreground=(3, 1))
     with pytest.raises(UserError):
         SyntheticFlowDataset(5, SyntheticFlowConfig(image_dir=str(tmp_path)))
@@ -251,7 +253,18 @@ def test_action_rotation_and_zoom_classes_render() -> None:
 
 
 def test_action_config_rejects_paths_that_do_not_fit() -> None:
-    with pytest.raises(UserError, match="lower speed or clip_frames"):
+    with pytest.raises(ValueError, match="lower speed or clip_frames"):
         SyntheticActionConfig(clip_frames=32)
-    with pytest.raises(UserError):
+    with pytest.raises(ValueError):
         SyntheticActionConfig(motions=9)
+
+
+
+def test_synthetic_action_options_that_cannot_work_are_one_line_user_errors() -> None:
+    """The library refuses with ValueError; the options layer names the options in one UserError line."""
+    parser = OneLineParser()
+    add_action_data_args(parser)
+    parser.add_argument("--seed", type=int, default=0)
+    with pytest.raises(UserError, match=r"--motions: motions must be in 1\.\.8, got 9") as err:
+        action_datasets(parser.parse_args(["--motions", "9"]))
+    assert "\n" not in str(err.value)

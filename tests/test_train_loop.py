@@ -1,6 +1,9 @@
 """The training loop: exact resume, non-finite losses, checkpoint safety, refusal of foreign checkpoints."""
 from __future__ import annotations
 
+import io
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -8,9 +11,10 @@ from torch.utils.data import Dataset
 
 from hidden2stream.errors import CheckpointError, UserError
 from hidden2stream.train.checkpoint import load_checkpoint, save_atomic
-from hidden2stream.train.loop import TrainConfig, TrainingDiverged, lr_factor, train
+from hidden2stream.train.loop import TrainConfig, TrainingDiverged, train
 from hidden2stream.train.runtime import Runtime
 from hidden2stream.train.sampler import DistributedStepSampler
+from hidden2stream.train.schedule import build_scheduler, load_schedule
 
 CPU = Runtime(device=torch.device("cpu"))
 
@@ -54,12 +58,86 @@ def run(tmp_path, steps=12, dataset=None, **overrides):
     return model, result
 
 
-def test_lr_schedule_warms_up_then_decays():
-    config = TrainConfig(out_dir=".", steps=100, warmup_steps=10, milestones=(0.5, 0.75), gamma=0.5)
-    assert lr_factor(0, config) == pytest.approx(0.1)
-    assert lr_factor(20, config) == 1.0
-    assert lr_factor(60, config) == 0.5
-    assert lr_factor(80, config) == 0.25
+def closed_form_factor(step: int, steps: int, warmup: int, milestones: tuple[float, ...], gamma: float) -> float:
+    """The schedule the loop promises: linear warm-up times ``gamma`` per milestone passed."""
+    warm = min(1.0, (step + 1) / warmup) if warmup else 1.0
+    return warm * gamma ** sum(step >= m * steps for m in milestones)
+
+
+def two_group_optimizer() -> torch.optim.Optimizer:
+    params = [nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(3))]
+    return torch.optim.SGD([{"params": [params[0]], "lr": 1e-3}, {"params": [params[1]], "lr": 3e-2}])
+
+
+SCHEDULES = [  # (steps, warmup, milestones, gamma)
+    (100, 10, (0.5, 0.75), 0.5),
+    (40, 50, (0.5, 0.75), 0.1),  # main.py --quick fine-tuning: both milestones inside the warm-up
+    (60, 100, (0.25, 0.5, 0.625, 0.75, 0.875), 0.5),  # --quick pretraining with the paper's milestones
+    (30, 0, (0.1, 0.1), 0.5),  # 0.1 * 30 = 3.0000000000000004: the decay is at step 4; doubled milestone
+    (12, 1, (0.0,), 0.3),  # warm-up of one step is no warm-up; a milestone at step 0
+]
+
+
+@pytest.mark.parametrize("steps, warmup, milestones, gamma", SCHEDULES)
+def test_schedule_matches_the_closed_form_at_every_step(steps, warmup, milestones, gamma):
+    optimizer = two_group_optimizer()
+    base = [group["lr"] for group in optimizer.param_groups]
+    scheduler = build_scheduler(optimizer, steps, warmup, milestones, gamma)
+    for step in range(steps + 5):
+        factor = closed_form_factor(step, steps, warmup, milestones, gamma)
+        for lr, group, base_lr in zip(scheduler.get_last_lr(), optimizer.param_groups, base):
+            assert group["lr"] == lr
+            assert lr == pytest.approx(base_lr * factor, rel=1e-12, abs=0.0)
+        optimizer.step()
+        scheduler.step()
+
+
+def test_schedule_resumed_from_its_state_dict_continues_bit_exactly():
+    steps, warmup, milestones, gamma = 40, 50, (0.5, 0.75), 0.1
+    optimizer = two_group_optimizer()
+    scheduler = build_scheduler(optimizer, steps, warmup, milestones, gamma)
+    saved = None
+    for step in range(steps):
+        if step == 17:  # mid warm-up, before the first decay
+            buffer = io.BytesIO()
+            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, buffer)
+            saved = buffer.getvalue()
+        optimizer.step()
+        scheduler.step()
+    state = torch.load(io.BytesIO(saved), weights_only=True)
+    again = two_group_optimizer()
+    resumed = build_scheduler(again, steps, warmup, milestones, gamma)
+    again.load_state_dict(state["optimizer"])
+    load_schedule(resumed, state["scheduler"], "ckpt")
+    for _ in range(17, steps):
+        again.step()
+        resumed.step()
+    assert resumed.get_last_lr() == scheduler.get_last_lr()
+
+
+def test_checkpoint_of_another_schedule_is_refused_in_one_line():
+    optimizer = two_group_optimizer()
+    warm = build_scheduler(optimizer, 20, 5, (0.5,), 0.5)
+    lambda_state = torch.optim.lr_scheduler.LambdaLR(two_group_optimizer(), lambda s: 1.0).state_dict()
+    no_warmup = build_scheduler(two_group_optimizer(), 20, 0, (0.5,), 0.5).state_dict()
+    for state in (lambda_state, no_warmup):
+        with pytest.raises(CheckpointError, match="another learning-rate schedule") as info:
+            load_schedule(warm, state, "old.pt")
+        assert "\n" not in str(info.value)
+
+
+def test_negative_warmup_is_a_user_error():
+    with pytest.raises(UserError, match="--warmup -3"):
+        build_scheduler(two_group_optimizer(), 10, -3, (), 0.5)
+
+
+def test_logged_lr_is_the_rate_each_logged_step_used(tmp_path):
+    run(tmp_path)  # 12 steps, warm-up 2, milestone 0.5, logged every 2 steps
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in logged] == [2, 4, 6, 8, 10, 12]
+    for row in logged:
+        want = 1e-2 * closed_form_factor(row["step"] - 1, 12, 2, (0.5,), 0.5)
+        assert row["lr"] == pytest.approx(want, rel=1e-12, abs=0.0)
 
 
 def test_sampler_global_batches_do_not_depend_on_world_size():

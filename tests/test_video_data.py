@@ -212,7 +212,7 @@ def test_augmentation_is_the_same_on_every_frame():
     assert not torch.allclose(out[0] - clip[0], out[1] - clip[1])  # clips get different parameters
     x = torch.rand(1, 2, 3, 8, 8)
     assert torch.equal(clip_augmentation(train=False)(x), x)
-    with pytest.raises(UserError):
+    with pytest.raises(ValueError):
         clip_augmentation(color_jitter=-1)
 
 

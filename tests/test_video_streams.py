@@ -72,13 +72,13 @@ def test_video_backbone_shape_and_gradient(arch: str, channels: int) -> None:
     logits.square().sum().backward()
     _assert_grad(stream)
     assert stream.head[-1].weight.grad.abs().sum() > 0
-    with pytest.raises(UserError, match="T, H, W"):
+    with pytest.raises(ValueError, match="T, H, W"):
         stream(torch.rand(2, channels, SIZE, SIZE))  # a frame is not a clip
 
 
 def test_s3d_refuses_short_clips_in_one_line() -> None:
     stream = spatial_stream("s3d", CLASSES)
-    with pytest.raises(UserError, match=r"at least 5x17x17") as info:
+    with pytest.raises(ValueError, match=r"at least 5x17x17") as info:
         stream(torch.rand(1, 3, 4, SIZE, SIZE))
     assert "\n" not in str(info.value)
 
@@ -153,12 +153,12 @@ def test_mvit_v2_s_full_size_gradient() -> None:
 
 def test_mvit_v2_s_refuses_other_sizes_in_one_line() -> None:
     stream = spatial_stream("mvit_v2_s", CLASSES)
-    with pytest.raises(UserError, match=r"needs clips of exactly 16x224x224 .* got 6x64x64") as info:
+    with pytest.raises(ValueError, match=r"needs clips of exactly 16x224x224 .* got 6x64x64") as info:
         stream(torch.rand(1, 3, 6, 64, 64))
     assert "\n" not in str(info.value)
-    with pytest.raises(UserError, match="16 frames per window"):
+    with pytest.raises(ValueError, match="16 frames per window"):
         hidden_two_stream(CLASSES, frames=6, spatial_arch="mvit_v2_s")
-    with pytest.raises(UserError, match="16 flows per window"):
+    with pytest.raises(ValueError, match="16 flows per window"):
         hidden_two_stream(CLASSES, frames=16, temporal_arch="mvit_v2_s")
 
 
@@ -222,7 +222,7 @@ def test_inflated_conv_weights_and_replicate_time_padding() -> None:
     assert out.shape == (1, 5, 3, 4, 4)  # T = 5 -> ceil(5 / 2)
     for t in range(3):  # the end steps too: the time padding repeats the edge frames
         torch.testing.assert_close(out[:, :, t], conv(frame))
-    with pytest.raises(UserError):
+    with pytest.raises(ValueError):
         inflate_conv(conv, time_kernel=2)
 
 
@@ -314,9 +314,9 @@ def test_3d_temporal_stream_trains_motionnet(arch: str) -> None:
 
 
 def test_3d_temporal_stream_channel_checks() -> None:
-    with pytest.raises(UserError, match="2 flow channels"):
+    with pytest.raises(ValueError, match="2 flow channels"):
         StackedHiddenStream(motionnet_tiny(frames=5), temporal_stream("mc3_18", CLASSES, in_channels=8))
-    with pytest.raises(UserError, match="stacked"):
+    with pytest.raises(ValueError, match="stacked"):
         hidden_two_stream(CLASSES, frames=5, hidden="branched", temporal_arch="r2plus1d_18")
 
 
@@ -422,13 +422,19 @@ def test_train_two_stream_with_3d_streams_and_reload(tmp_path) -> None:
          "--appearances", "2", "--motions", "2", "--spatial-arch", "r2plus1d_18", "--temporal-arch", "mc3_18",
          "--fusion", "conv", "--temporal-fusion", "max3d"])
     assert {"spatial", "temporal", "fused"} <= set(summary["video_top1"])
-    model, config = load_two_stream(out / "checkpoint.pt")
-    assert model.spatial.is_video and model.hidden.temporal.is_video and config["spatial_arch"] == "r2plus1d_18"
+    model = load_two_stream(out / "checkpoint.pt")
+    assert model.spatial.is_video and model.hidden.temporal.is_video and model.config.spatial_arch == "r2plus1d_18"
 
 
-def test_train_two_stream_mvit_frame_error_is_one_line(tmp_path) -> None:
-    with pytest.raises(UserError, match="mvit_v2_s as spatial arch needs 16 frames") as info:
-        _train_two_stream().main(["--out", str(tmp_path), "--spatial-arch", "mvit_v2_s", "--frames", "6",
+@pytest.mark.parametrize("arch, role, frames, message", [
+    ("mvit_v2_s", "spatial", "6", "mvit_v2_s as spatial arch needs 16 frames"),
+    ("s3d", "spatial", "4", "s3d as spatial arch needs at least 5 frames per window (frames >= 5)"),
+    ("s3d", "temporal", "5", "s3d as temporal arch needs at least 5 flows per window (frames >= 6)"),
+])
+def test_train_two_stream_clip_length_error_is_one_line(tmp_path, arch, role, frames, message) -> None:
+    """Clip-length rules of video archs are checked with the options, before anything is built."""
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")) as info:
+        _train_two_stream().main(["--out", str(tmp_path), f"--{role}-arch", arch, "--frames", frames,
                                   "--train-items", "4", "--test-items", "2", "--device", "cpu"])
     assert "\n" not in str(info.value)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from hidden2stream.cli import existing_dir, frame_count, image_size, positive_int
+from hidden2stream.cli import existing_dir, frame_count, image_size, options_check, positive_int
 from hidden2stream.data.actions import (TEST_CROPS, ActionVideoDataset, VideoSample, parse_class_folders,
                                         parse_hmdb51, parse_ucf101)
 from hidden2stream.data.synthetic_actions import SyntheticActionConfig, SyntheticActionDataset
@@ -79,9 +79,12 @@ def protocol_name(args: argparse.Namespace) -> str:
 
 
 def _synthetic_config(args: argparse.Namespace) -> SyntheticActionConfig:
+    """The synthetic clips the options describe; a combination that cannot work (more motions than
+    there are, objects moving out of the frame) is refused in one line naming the options."""
     height, width = args.size
-    return SyntheticActionConfig(segments=args.segments, frames=args.frames, height=height, width=width,
-                                 appearances=args.appearances, motions=args.motions)
+    return options_check("--segments / --frames / --size / --appearances / --motions", SyntheticActionConfig,
+                         segments=args.segments, frames=args.frames, height=height, width=width,
+                         appearances=args.appearances, motions=args.motions)
 
 
 def _video_samples(args: argparse.Namespace, subset: str) -> tuple[list[VideoSample], list[str]]:

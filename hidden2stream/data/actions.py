@@ -53,9 +53,9 @@ def _check_exist(samples: list[VideoSample], split_file: Path) -> None:
 
 def _check_args(split: int, subset: str) -> None:
     if split not in (1, 2, 3):
-        raise UserError(f"split must be 1, 2 or 3, got {split}")
+        raise ValueError(f"split must be 1, 2 or 3, got {split}")
     if subset not in ("train", "test"):
-        raise UserError(f"subset must be 'train' or 'test', got {subset!r}")
+        raise ValueError(f"subset must be 'train' or 'test', got {subset!r}")
 
 
 def parse_ucf101(video_root: str | Path, split_dir: str | Path, split: int = 1,
@@ -156,7 +156,7 @@ def eval_views(clip: torch.Tensor, size: tuple[int, int], crops: str = "centre",
     """The test views ``(V, ...)`` of a clip ``(..., H, W)``: its centre crop (``crops="centre"``) or
     centre and four corner crops (``"multi"``), then the same horizontally flipped when ``flip``."""
     if crops not in TEST_CROPS:
-        raise UserError(f"test crops must be 'centre' or 'multi', got {crops!r}")
+        raise ValueError(f"test crops must be 'centre' or 'multi', got {crops!r}")
     views = _five_crops(clip, size) if crops == "multi" else [centre_crop(clip, size)]
     if flip:
         views += [v.flip(-1) for v in views]
@@ -185,14 +185,14 @@ class ActionVideoDataset(Dataset):
                  test_windows: int = 5, test_crops: str = "centre", test_flip: bool = False,
                  seek: bool = True, seed: int = 0, cache_dir: str | Path | None = None) -> None:
         if not samples:
-            raise UserError("no videos given to ActionVideoDataset")
+            raise ValueError("no videos given to ActionVideoDataset")
         bad = [s for s in samples if not 0 <= s.label < num_classes]
         if bad:
-            raise UserError(f"label {bad[0].label} of {bad[0].path} is outside 0..{num_classes - 1}")
+            raise ValueError(f"label {bad[0].label} of {bad[0].path} is outside 0..{num_classes - 1}")
         if test_crops not in ("centre", "multi"):
-            raise UserError(f"test_crops must be 'centre' or 'multi', got {test_crops!r}")
+            raise ValueError(f"test_crops must be 'centre' or 'multi', got {test_crops!r}")
         if segments < 1 or frames < 1 or test_windows < 1:
-            raise UserError("segments, frames and test_windows must be >= 1")
+            raise ValueError("segments, frames and test_windows must be >= 1")
         self.samples, self.num_classes = list(samples), num_classes
         self.segments, self.frames, self.size = segments, frames, tuple(size)
         self.train, self.test_windows = train, test_windows

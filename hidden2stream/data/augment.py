@@ -11,7 +11,6 @@ from __future__ import annotations
 import kornia.augmentation as K
 from torch import nn
 
-from hidden2stream.errors import UserError
 
 
 def clip_augmentation(train: bool = True, flip: bool = False, color_jitter: float = 0.1) -> nn.Module:
@@ -21,7 +20,7 @@ def clip_augmentation(train: bool = True, flip: bool = False, color_jitter: floa
     ``train=False`` (or nothing enabled) returns the identity.
     """
     if color_jitter < 0:
-        raise UserError(f"color_jitter must be >= 0, got {color_jitter}")
+        raise ValueError(f"color_jitter must be >= 0, got {color_jitter}")
     ops: list[nn.Module] = []
     if train and flip:
         ops.append(K.RandomHorizontalFlip(p=0.5))

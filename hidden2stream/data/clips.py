@@ -47,27 +47,33 @@ class VideoWindowDataset(Dataset):
     ``max(size)``) and cropped to ``size = (H, W)``: at a random position for training windows,
     in the centre for validation windows. A ``short_side`` above ``max(size)`` keeps more of the
     video's resolution (larger motions in pixels) at the cost of a crop of ``size``.
+
+    ``max_stride`` > 1 (training windows only): each window takes every s-th frame, s drawn
+    uniformly from 1..max_stride, so the same videos also give motions s times larger; validation
+    windows keep consecutive frames.
     """
 
     def __init__(self, folder: str | Path, frames: int = 11, size: tuple[int, int] = (64, 64),
                  windows_per_video: int = 64, part: str = "train", val_fraction: float = 0.2,
                  seed: int = 0, seek: bool = True, cache_dir: str | Path | None = None,
-                 short_side: int | None = None) -> None:
+                 short_side: int | None = None, max_stride: int = 1) -> None:
         folder = Path(folder)
         if not folder.is_dir():
             raise UserError(f"video folder {folder} does not exist")
         if part not in ("train", "val"):
-            raise UserError(f"part must be 'train' or 'val', got {part!r}")
+            raise ValueError(f"part must be 'train' or 'val', got {part!r}")
         if not 0.0 < val_fraction < 1.0:
-            raise UserError(f"val_fraction must be in (0, 1), got {val_fraction}")
-        if frames < 2 or windows_per_video < 1:
-            raise UserError(f"need frames >= 2 and windows_per_video >= 1, got {frames}, {windows_per_video}")
+            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        if frames < 2 or windows_per_video < 1 or max_stride < 1:
+            raise ValueError(f"need frames >= 2, windows_per_video >= 1 and max_stride >= 1, got {frames}, "
+                             f"{windows_per_video}, {max_stride}")
         self.short_side = max(size) if short_side is None else short_side
         if self.short_side < max(size):
             raise UserError(f"short_side {self.short_side} is smaller than the crop {size[0]}x{size[1]}")
         self.frames, self.size, self.part = frames, tuple(size), part
         self.windows_per_video, self.seed, self.seek = windows_per_video, seed, seek
         self.cache_dir = cache_dir
+        self.max_stride = max_stride if part == "train" else 1
         self.epoch = 0
         self.videos: list[tuple[Path, int, int]] = []  # (path, first frame, frames in part)
         self._failed: set[int] = set()
@@ -104,15 +110,19 @@ class VideoWindowDataset(Dataset):
             raise IndexError(index)
         generator = item_generator(self.seed, index, self.epoch if self.part == "train" else 0)
         offset = torch.rand((), generator=generator).item()
+        stride = int(torch.randint(1, self.max_stride + 1, (), generator=generator)) if self.max_stride > 1 else 1
         n = len(self.videos)
         for step in range(n):
             v = (index + step) % n
             if v in self._failed:
                 continue
             path, first, length = self.videos[v]
-            start = first + min(int(offset * (length - self.frames + 1)), length - self.frames)
+            span = min((self.frames - 1) * stride + 1, length)  # a short video takes a smaller stride
+            every = (span - 1) // (self.frames - 1)
+            span = (self.frames - 1) * every + 1
+            start = first + min(int(offset * (length - span + 1)), length - span)
             try:
-                window = read_window(path, start, self.frames, self.short_side, self.cache_dir, self.seek)
+                window = read_window(path, start, span, self.short_side, self.cache_dir, self.seek)[::every]
             except VideoError as exc:
                 self._failed.add(v)
                 log.warning("video %s failed to decode, using other videos instead: %s", path.name, exc)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.data import Dataset
 
 
 @dataclass(frozen=True)
@@ -171,3 +172,25 @@ def covering_layer(
     tex_center = ((tex_w - 1) / 2, (tex_h - 1) / 2)
     pose = affine(tex_center, translation=(center[0].item() - tex_center[0], center[1].item() - tex_center[1]))
     return Layer(texture(tex_h, tex_w), torch.ones(1, tex_h, tex_w), pose, motion)
+
+
+SEED_STRIDE = 1_000_003
+
+
+class SeededDataset(Dataset):
+    """``length`` rendered items; item i draws from its own ``Generator().manual_seed(seed *
+    1_000_003 + i)``, so it is the same whatever the order, worker or process that asks for it."""
+
+    def __init__(self, length: int, seed: int) -> None:
+        if length < 1:
+            raise ValueError(f"dataset length must be >= 1, got {length}")
+        self.length, self.seed = length, seed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def generator(self, index: int) -> torch.Generator:
+        """Item ``index``'s generator; ``IndexError`` past the end (ends iteration by indexing)."""
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} out of range for {self.length} items")
+        return torch.Generator().manual_seed(self.seed * SEED_STRIDE + index)

@@ -15,7 +15,7 @@ from hidden2stream.errors import VideoError
 def _valid_starts(num_frames: int, window: int) -> int:
     """Number of valid window starts ``0 .. num_frames - window``."""
     if window < 1:
-        raise VideoError(f"window must be >= 1 frame, got {window}")
+        raise ValueError(f"window must be >= 1 frame, got {window}")
     if num_frames < window:
         raise VideoError(f"video too short: {num_frames} frames for a {window}-frame window")
     return num_frames - window + 1
@@ -30,7 +30,7 @@ def segment_starts(num_frames: int, segments: int, window: int,
     When there are fewer valid starts than segments, parts overlap and starts repeat.
     """
     if segments < 1:
-        raise VideoError(f"segments must be >= 1, got {segments}")
+        raise ValueError(f"segments must be >= 1, got {segments}")
     n = _valid_starts(num_frames, window)
     starts = []
     for k in range(segments):
@@ -46,7 +46,7 @@ def segment_starts(num_frames: int, segments: int, window: int,
 def evenly_spaced_starts(num_frames: int, count: int, window: int) -> list[int]:
     """``count`` window starts spread evenly from the first to the last valid start (test time)."""
     if count < 1:
-        raise VideoError(f"count must be >= 1, got {count}")
+        raise ValueError(f"count must be >= 1, got {count}")
     n = _valid_starts(num_frames, window)
     if count == 1:
         return [(n - 1) // 2]

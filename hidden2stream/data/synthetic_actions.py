@@ -14,15 +14,13 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from hidden2stream.data.actions import RESIZE_FACTOR, TEST_CROPS, eval_views
-from hidden2stream.data.layers import Layer, affine, covering_layer, pixel_grid, render_frames, superellipse_mask
+from hidden2stream.data.layers import (Layer, SeededDataset, affine, covering_layer, pixel_grid, render_frames,
+                                      superellipse_mask)
 from hidden2stream.data.sampling import evenly_spaced_starts
 from hidden2stream.data.textures import procedural_texture
-from hidden2stream.errors import UserError
 
-SEED_STRIDE = 1_000_003
 APPEARANCES: tuple[tuple[str, tuple[float, float, float]], ...] = (
     ("red-stripes", (0.9, 0.12, 0.1)),
     ("green-dots", (0.1, 0.8, 0.15)),
@@ -54,22 +52,22 @@ class SyntheticActionConfig:
 
     def __post_init__(self) -> None:
         if self.segments < 1 or self.frames < 2:
-            raise UserError(f"need segments >= 1 and frames >= 2, got {self.segments} and {self.frames}")
+            raise ValueError(f"need segments >= 1 and frames >= 2, got {self.segments} and {self.frames}")
         if self.clip_frames < self.frames:
-            raise UserError(f"clip_frames ({self.clip_frames}) must be >= frames per window ({self.frames})")
+            raise ValueError(f"clip_frames ({self.clip_frames}) must be >= frames per window ({self.frames})")
         if not 1 <= self.appearances <= len(APPEARANCES):
-            raise UserError(f"appearances must be in 1..{len(APPEARANCES)}, got {self.appearances}")
+            raise ValueError(f"appearances must be in 1..{len(APPEARANCES)}, got {self.appearances}")
         if not 1 <= self.motions <= len(MOTIONS):
-            raise UserError(f"motions must be in 1..{len(MOTIONS)}, got {self.motions}")
+            raise ValueError(f"motions must be in 1..{len(MOTIONS)}, got {self.motions}")
         if not 0 < self.speed[0] <= self.speed[1]:
-            raise UserError(f"speed must be (min, max) with 0 < min <= max, got {self.speed}")
+            raise ValueError(f"speed must be (min, max) with 0 < min <= max, got {self.speed}")
         if not 0 < self.object_size[0] <= self.object_size[1] <= 0.3:
-            raise UserError(f"object_size must be fractions 0 < min <= max <= 0.3, got {self.object_size}")
+            raise ValueError(f"object_size must be fractions 0 < min <= max <= 0.3, got {self.object_size}")
         side = min(self.height, self.width)
         room = side - 1 - self.object_size[1] * side
         path = self.speed[1] * (self.clip_frames - 1)
         if path > room:
-            raise UserError(
+            raise ValueError(
                 f"an object at {self.speed[1]} px/frame travels {path:.0f} px over {self.clip_frames} frames, "
                 f"more than the {room:.0f} px that fit in a {self.height}x{self.width} frame: "
                 "lower speed or clip_frames"
@@ -98,7 +96,7 @@ def pattern(style: str, height: int, width: int, period: float, phase: float) ->
     return 0.5 + 0.5 * torch.tanh(4.0 * wave)
 
 
-class SyntheticActionDataset(Dataset):
+class SyntheticActionDataset(SeededDataset):
     """Items ``{"frames": (K, T+1, 3, H, W) in [0, 1], "label": long ()}``.
 
     ``label = appearance * motions + motion`` and ``label = i % num_classes`` (balanced); the rest
@@ -115,15 +113,12 @@ class SyntheticActionDataset(Dataset):
 
     def __init__(self, length: int, config: SyntheticActionConfig | None = None, seed: int = 0,
                  test_windows: int | None = None, test_crops: str = "centre", test_flip: bool = False) -> None:
-        if length < 1:
-            raise UserError(f"dataset length must be >= 1, got {length}")
+        super().__init__(length, seed)
         if test_crops not in TEST_CROPS:
-            raise UserError(f"test crops must be 'centre' or 'multi', got {test_crops!r}")
+            raise ValueError(f"test crops must be 'centre' or 'multi', got {test_crops!r}")
         if test_windows is not None and test_windows < 1:
-            raise UserError(f"test_windows must be >= 1, got {test_windows}")
-        self.length = length
+            raise ValueError(f"test_windows must be >= 1, got {test_windows}")
         self.config = config or SyntheticActionConfig()
-        self.seed = seed
         self.test_windows, self.test_crops, self.test_flip = test_windows, test_crops, test_flip
         self.render = self.config if test_crops == "centre" else self._canvas(self.config)
         self.num_classes = self.config.appearances * self.config.motions
@@ -139,14 +134,9 @@ class SyntheticActionDataset(Dataset):
         low, high = config.object_size
         return dataclasses.replace(config, height=height, width=width, object_size=(low * shrink, high * shrink))
 
-    def __len__(self) -> int:
-        return self.length
-
     def __getitem__(self, index: int) -> dict[str, Tensor]:
-        if not 0 <= index < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} items")
+        generator = self.generator(index)
         cfg = self.render
-        generator = torch.Generator().manual_seed(self.seed * SEED_STRIDE + index)
         label = index % self.num_classes
         appearance, motion = divmod(label, cfg.motions)
         layers = [self.background(generator), self.moving_object(generator, appearance, MOTIONS[motion])]

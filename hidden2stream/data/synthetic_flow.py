@@ -11,13 +11,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
-from hidden2stream.data.layers import Layer, affine, covering_layer, flows_from_index, render_frames, superellipse_mask
+from hidden2stream.data.layers import (Layer, SeededDataset, affine, covering_layer, flows_from_index, render_frames,
+                                      superellipse_mask)
 from hidden2stream.data.textures import ImageTextures, procedural_texture
-from hidden2stream.errors import UserError
-
-SEED_STRIDE = 1_000_003
 
 
 @dataclass
@@ -57,18 +54,18 @@ class SyntheticFlowConfig:
 
     def __post_init__(self) -> None:
         if self.frames < 2:
-            raise UserError(f"frames must be >= 2 (T+1), got {self.frames}")
+            raise ValueError(f"frames must be >= 2 (T+1), got {self.frames}")
         if min(self.height, self.width) < 8:
-            raise UserError(f"frame size must be at least 8x8, got {self.height}x{self.width}")
+            raise ValueError(f"frame size must be at least 8x8, got {self.height}x{self.width}")
         low, high = self.foreground
         if not 0 <= low <= high:
-            raise UserError(f"foreground must be (min, max) with 0 <= min <= max, got {self.foreground}")
+            raise ValueError(f"foreground must be (min, max) with 0 <= min <= max, got {self.foreground}")
         if not 0 < self.foreground_size[0] <= self.foreground_size[1] <= 1:
-            raise UserError(f"foreground_size must be fractions 0 < min <= max <= 1, got {self.foreground_size}")
+            raise ValueError(f"foreground_size must be fractions 0 < min <= max <= 1, got {self.foreground_size}")
         if self.translation_power <= 0:
-            raise UserError(f"translation_power must be > 0, got {self.translation_power}")
+            raise ValueError(f"translation_power must be > 0, got {self.translation_power}")
         if self.photometric_noise < 0:
-            raise UserError(f"photometric_noise must be >= 0, got {self.photometric_noise}")
+            raise ValueError(f"photometric_noise must be >= 0, got {self.photometric_noise}")
 
 
 def random_motion(
@@ -89,7 +86,7 @@ def random_motion(
     )
 
 
-class SyntheticFlowDataset(Dataset):
+class SyntheticFlowDataset(SeededDataset):
     """Items ``{"frames": (T+1, 3, H, W) in [0, 1], "flow": (T, 2, H, W), "valid": (T, 1, H, W)}``.
 
     ``flow[t]`` is the exact forward flow t -> t+1 in pixels; ``valid`` is 0 where the point is
@@ -98,21 +95,13 @@ class SyntheticFlowDataset(Dataset):
     """
 
     def __init__(self, length: int, config: SyntheticFlowConfig | None = None, seed: int = 0) -> None:
-        if length < 1:
-            raise UserError(f"dataset length must be >= 1, got {length}")
-        self.length = length
+        super().__init__(length, seed)
         self.config = config or SyntheticFlowConfig()
-        self.seed = seed
         self.images = ImageTextures(self.config.image_dir) if self.config.image_dir is not None else None
 
-    def __len__(self) -> int:
-        return self.length
-
     def __getitem__(self, index: int) -> dict[str, Tensor]:
-        if not 0 <= index < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} items")
+        generator = self.generator(index)
         cfg = self.config
-        generator = torch.Generator().manual_seed(self.seed * SEED_STRIDE + index)
         layers = self.scene(generator)
         frames, layer_index = render_frames(layers, range(cfg.frames), cfg.height, cfg.width)
         flow, valid = flows_from_index(layers, layer_index)

@@ -147,7 +147,7 @@ def read_frames_uint8(path: str | Path, start: int, count: int,
     """Frames ``start .. start+count-1`` as uint8 RGB ``(count, H, W, 3)``; see :func:`read_frames`."""
     index = _index(path)
     if start < 0 or count < 1:
-        raise VideoError(f"invalid frame range start={start} count={count} for {path}")
+        raise ValueError(f"invalid frame range start={start} count={count} for {path}")
     frames = _decode(Path(path), index, start, count, size, seek)
     if len(frames) < count:
         found = start + len(frames)

@@ -47,7 +47,7 @@ def write_flo(path: str | Path, flow: Tensor | np.ndarray) -> None:
         flow = flow.detach().cpu().float().numpy()
     array = np.asarray(flow, np.float32)
     if array.ndim != 3 or array.shape[0] != 2:
-        raise UserError(f"flow to write to {path} must have shape (2, H, W), got {array.shape}")
+        raise ValueError(f"flow to write to {path} must have shape (2, H, W), got {array.shape}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _, height, width = array.shape

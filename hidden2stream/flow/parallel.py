@@ -14,7 +14,6 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from hidden2stream.errors import UserError
 from hidden2stream.flow.classic import CLASSIC_METHODS, classic_flow
 
 
@@ -48,11 +47,11 @@ class FlowPool:
 
     def __init__(self, method: str = "tvl1", workers: int | None = None) -> None:
         if method not in CLASSIC_METHODS:
-            raise UserError(f"unknown classic flow method {method!r}; choose one of {', '.join(CLASSIC_METHODS)}")
+            raise ValueError(f"unknown classic flow method {method!r}; choose one of {', '.join(CLASSIC_METHODS)}")
         self.method = method
         self.workers = workers or os.cpu_count() or 1
         if self.workers < 1:
-            raise UserError(f"need at least 1 worker, got {self.workers}")
+            raise ValueError(f"need at least 1 worker, got {self.workers}")
         context = multiprocessing.get_context("spawn")
         ready = context.Queue()
         self._pool = context.Pool(self.workers, initializer=_init_worker, initargs=(ready,))
@@ -76,7 +75,7 @@ class FlowPool:
     def windows(self, windows: torch.Tensor) -> torch.Tensor:
         """Windows ``(K, T+1, 3, H, W)`` in [0, 1] -> flows ``(K, T, 2, H, W)`` of consecutive frames."""
         if windows.ndim != 5 or windows.shape[1] < 2 or windows.shape[2] != 3:
-            raise UserError(f"expected windows (K, T+1, 3, H, W) with T >= 1, got {tuple(windows.shape)}")
+            raise ValueError(f"expected windows (K, T+1, 3, H, W) with T >= 1, got {tuple(windows.shape)}")
         k, count = windows.shape[:2]
         frames = to_uint8(windows.flatten(0, 1)).reshape(k, count, *windows.shape[-2:], 3)
         flows = self.pairs([(w[t], w[t + 1]) for w in frames for t in range(count - 1)])

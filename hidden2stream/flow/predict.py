@@ -17,7 +17,6 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from hidden2stream.errors import UserError
 from hidden2stream.train.runtime import Runtime, evaluation
 
 
@@ -35,7 +34,7 @@ def window_length(model: nn.Module) -> int:
 
 def _check_frames(frames: Tensor) -> None:
     if frames.ndim != 4 or frames.shape[1] != 3 or frames.shape[0] < 2:
-        raise UserError(f"frames must have shape (N, 3, H, W) with N >= 2, got {tuple(frames.shape)}")
+        raise ValueError(f"frames must have shape (N, 3, H, W) with N >= 2, got {tuple(frames.shape)}")
 
 
 def _run(model: nn.Module, windows: Tensor, runtime_or_device: Runtime | torch.device | str) -> Tensor:
@@ -49,8 +48,8 @@ def pair_window(frame1: Tensor, frame2: Tensor, frames: int) -> Tensor:
     """The window ``(frames, 3, H, W)`` ``[frame1, frame2, frame2, ...]`` that feeds a pair to a
     model of window length ``frames``."""
     if frame1.shape != frame2.shape or frame1.ndim != 3 or frame1.shape[0] != 3:
-        raise UserError(f"a pair needs two frames (3, H, W) of one size, got {tuple(frame1.shape)} "
-                        f"and {tuple(frame2.shape)}")
+        raise ValueError(f"a pair needs two frames (3, H, W) of one size, got {tuple(frame1.shape)} "
+                         f"and {tuple(frame2.shape)}")
     return torch.stack([frame1] + [frame2] * (frames - 1))
 
 

@@ -9,7 +9,6 @@ from torch import Tensor
 from torchvision.io import write_png
 from torchvision.utils import flow_to_image, make_grid
 
-from hidden2stream.errors import UserError
 
 
 def _one_flow_to_rgb(flow: Tensor, max_magnitude: float | None) -> Tensor:
@@ -35,9 +34,9 @@ def flow_to_rgb(flow: Tensor, max_magnitude: float | None = None) -> Tensor:
     saturated and longer ones are clamped to it, so pictures from several methods can be compared.
     """
     if flow.ndim not in (3, 4) or flow.shape[-3] != 2:
-        raise UserError(f"flow must have shape (2, H, W) or (N, 2, H, W), got {tuple(flow.shape)}")
+        raise ValueError(f"flow must have shape (2, H, W) or (N, 2, H, W), got {tuple(flow.shape)}")
     if max_magnitude is not None and max_magnitude <= 0:
-        raise UserError(f"max_magnitude must be positive, got {max_magnitude}")
+        raise ValueError(f"max_magnitude must be positive, got {max_magnitude}")
     if flow.ndim == 3:
         return _one_flow_to_rgb(flow, max_magnitude)
     return torch.stack([_one_flow_to_rgb(f, max_magnitude) for f in flow])
@@ -46,7 +45,7 @@ def flow_to_rgb(flow: Tensor, max_magnitude: float | None = None) -> Tensor:
 def _to_uint8(image: Tensor) -> Tensor:
     """uint8 ``(3, H, W)`` on the CPU from a uint8 image or a float image in [0, 1]."""
     if image.ndim != 3 or image.shape[0] not in (1, 3):
-        raise UserError(f"image must have shape (3, H, W) or (1, H, W), got {tuple(image.shape)}")
+        raise ValueError(f"image must have shape (3, H, W) or (1, H, W), got {tuple(image.shape)}")
     image = image.detach().cpu()
     if image.dtype != torch.uint8:
         image = (image.float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
@@ -68,9 +67,9 @@ def make_grid_png(images: list[Tensor], path: str | Path, ncol: int) -> Path:
     white border.
     """
     if not images:
-        raise UserError(f"no images to tile into {path}")
+        raise ValueError(f"no images to tile into {path}")
     if ncol < 1:
-        raise UserError(f"ncol must be >= 1, got {ncol}")
+        raise ValueError(f"ncol must be >= 1, got {ncol}")
     tiles = [_to_uint8(image) for image in images]
     size = list(tiles[0].shape[-2:])
     tiles = [t if list(t.shape[-2:]) == size else TF.resize(t, size, antialias=True) for t in tiles]

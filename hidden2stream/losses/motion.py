@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 import torch.nn.functional as F
 from torch import Tensor
 
-from hidden2stream.errors import UserError
 from hidden2stream.flow.warp import backward_warp
 from hidden2stream.losses.occlusion import forward_backward_occlusion
 from hidden2stream.losses.photometric import photometric_loss
@@ -87,7 +86,7 @@ PRESETS: dict[str, Callable[[], MotionLossConfig]] = {
 def _level_weights(weights: tuple[float, ...], levels: int, name: str) -> tuple[float, ...]:
     """The last (finest) ``levels`` weights."""
     if levels > len(weights):
-        raise UserError(f"pyramid has {levels} levels but {name} has only {len(weights)} weights")
+        raise ValueError(f"pyramid has {levels} levels but {name} has only {len(weights)} weights")
     return tuple(weights[len(weights) - levels :])
 
 
@@ -108,6 +107,38 @@ def _smoothness(flow: Tensor, image: Tensor, config: MotionLossConfig) -> Tensor
     """Smoothness of ``flow``, edge-aware on ``image`` when ``config.edge_weight > 0``."""
     edge_image = image if config.edge_weight > 0 else None
     return smoothness_loss(flow, config.smooth_alpha, config.eps, edge_image, config.edge_weight)
+
+
+def _level_pairs(flat_frames: Tensor, batch: int, steps: int, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """The window's frames ``(B*(T+1), 3, H, W)`` at one level's ``size`` (bilinear, antialiased)
+    as pairs ``frame0, frame1`` of shape ``(B*T, 3, h, w)``: frame t and frame t+1."""
+    height, width = size
+    level_frames = flat_frames
+    if (height, width) != tuple(flat_frames.shape[-2:]):
+        level_frames = F.interpolate(flat_frames, size=(height, width), mode="bilinear", antialias=True)
+    level_frames = level_frames.view(batch, steps + 1, -1, height, width)
+    return level_frames[:, :-1].flatten(0, 1), level_frames[:, 1:].flatten(0, 1)
+
+
+def _level_terms(frame0: Tensor, frame1: Tensor, flow: Tensor, backward_flow: Tensor | None,
+                 config: MotionLossConfig) -> tuple[Tensor, Tensor, Tensor]:
+    """Unweighted photometric, SSIM and smoothness terms of one level's forward ``flow``
+    ``(B, T, 2, h, w)``; with ``backward_flow`` (t+1 -> t) each is the mean of both directions, the
+    photometric ones masked by forward-backward occlusion. Computed in float32 (also under autocast)."""
+    forward = flow.float().flatten(0, 1)
+    smooth = _smoothness(forward, frame0, config)
+    if backward_flow is None:
+        photometric, ssim_term = _direction_terms(frame0, frame1, forward, None, config)
+        return photometric, ssim_term, smooth
+    backward = backward_flow.float().flatten(0, 1)
+    photo_fw, ssim_fw = _direction_terms(
+        frame0, frame1, forward, forward_backward_occlusion(forward, backward), config
+    )
+    photo_bw, ssim_bw = _direction_terms(
+        frame1, frame0, backward, forward_backward_occlusion(backward, forward), config
+    )
+    smooth = (smooth + _smoothness(backward, frame1, config)) / 2
+    return (photo_fw + photo_bw) / 2, (ssim_fw + ssim_bw) / 2, smooth
 
 
 def multiscale_motion_loss(
@@ -132,11 +163,11 @@ def multiscale_motion_loss(
         ``"ssim"`` over levels (0-dim tensors, attached to the graph).
     """
     if frames.ndim != 5 or not pyramid:
-        raise UserError(f"expected frames (B, T+1, 3, H, W) and levels, got {tuple(frames.shape)}")
+        raise ValueError(f"expected frames (B, T+1, 3, H, W) and levels, got {tuple(frames.shape)}")
     batch, steps = frames.shape[0], frames.shape[1] - 1
     use_backward = config.occlusion and backward_pyramid is not None
     if use_backward and len(backward_pyramid) != len(pyramid):
-        raise UserError(f"backward pyramid has {len(backward_pyramid)} levels, not {len(pyramid)}")
+        raise ValueError(f"backward pyramid has {len(backward_pyramid)} levels, not {len(pyramid)}")
     ssim_weights = _level_weights(config.ssim_weights, len(pyramid), "ssim_weights")
     scale_weights = _level_weights(config.scale_weights, len(pyramid), "scale_weights")
     flat_frames = frames.float().flatten(0, 1)
@@ -144,30 +175,10 @@ def multiscale_motion_loss(
     for level, flow in enumerate(pyramid):
         if flow.shape[:3] != (batch, steps, 2):
             expected = f"({batch}, {steps}, 2, h, w)"
-            raise UserError(f"pyramid level {level} has shape {tuple(flow.shape)}, not {expected}")
-        height, width = flow.shape[-2:]
-        level_frames = flat_frames
-        if (height, width) != tuple(frames.shape[-2:]):
-            level_frames = F.interpolate(
-                flat_frames, size=(height, width), mode="bilinear", antialias=True
-            )
-        level_frames = level_frames.view(batch, steps + 1, -1, height, width)
-        frame0 = level_frames[:, :-1].flatten(0, 1)
-        frame1 = level_frames[:, 1:].flatten(0, 1)
-        forward = flow.float().flatten(0, 1)  # losses in float32, also under autocast
-        smooth = _smoothness(forward, frame0, config)
-        if use_backward:
-            backward = backward_pyramid[level].float().flatten(0, 1)
-            photo_fw, ssim_fw = _direction_terms(
-                frame0, frame1, forward, forward_backward_occlusion(forward, backward), config
-            )
-            photo_bw, ssim_bw = _direction_terms(
-                frame1, frame0, backward, forward_backward_occlusion(backward, forward), config
-            )
-            photometric, ssim_term = (photo_fw + photo_bw) / 2, (ssim_fw + ssim_bw) / 2
-            smooth = (smooth + _smoothness(backward, frame1, config)) / 2
-        else:
-            photometric, ssim_term = _direction_terms(frame0, frame1, forward, None, config)
+            raise ValueError(f"pyramid level {level} has shape {tuple(flow.shape)}, not {expected}")
+        frame0, frame1 = _level_pairs(flat_frames, batch, steps, flow.shape[-2:])
+        backward = backward_pyramid[level] if use_backward else None
+        photometric, ssim_term, smooth = _level_terms(frame0, frame1, flow, backward, config)
         level_terms = {
             "photometric": scale_weights[level] * config.photometric_weight * photometric,
             "smoothness": scale_weights[level] * config.smooth_weight * smooth,

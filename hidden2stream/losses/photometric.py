@@ -4,7 +4,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from hidden2stream.errors import UserError
 from hidden2stream.flow.warp import backward_warp
 from hidden2stream.losses.charbonnier import charbonnier
 
@@ -12,7 +11,7 @@ from hidden2stream.losses.charbonnier import charbonnier
 def _border_mask(height: int, width: int, border: float, like: Tensor) -> Tensor:
     """``(1, 1, H, W)`` mask that is 0 on the outer ``border`` fraction of each side, else 1."""
     if not 0.0 <= border < 0.5:
-        raise UserError(f"border must be in [0, 0.5), got {border}")
+        raise ValueError(f"border must be in [0, 0.5), got {border}")
     mask = torch.zeros(1, 1, height, width, dtype=like.dtype, device=like.device)
     top, left = int(border * height), int(border * width)
     mask[..., top : height - top, left : width - left] = 1.0

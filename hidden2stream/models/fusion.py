@@ -21,11 +21,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hidden2stream.errors import UserError
-
 FUSIONS = ("late", "sum", "max", "concat", "conv", "bilinear")
 CONV_FUSIONS = FUSIONS[1:]
 TEMPORAL_FUSIONS = ("avg", "max3d", "conv3d")
+
+
+def check_kind(kind: str, kinds: tuple[str, ...], what: str) -> None:
+    """``ValueError`` naming the choices unless ``kind`` is one of ``kinds`` (``what``: its name)."""
+    if kind not in kinds:
+        raise ValueError(f"unknown {what} {kind!r}; choose from {', '.join(kinds)}")
+
+
+def check_fusion(fusion: str, temporal_fusion: str) -> None:
+    """``ValueError`` unless ``fusion`` (:data:`FUSIONS`) and ``temporal_fusion``
+    (:data:`TEMPORAL_FUSIONS`) are known and work together: bilinear fusion's ``Cs * Ct``
+    channels are too many for the conv3d temporal fusion's C -> C 3D conv."""
+    check_kind(fusion, FUSIONS, "fusion")
+    check_kind(temporal_fusion, TEMPORAL_FUSIONS, "temporal fusion")
+    if fusion == "bilinear" and temporal_fusion == "conv3d":
+        raise ValueError("bilinear fusion has Cs*Ct channels; use temporal fusion 'avg' or 'max3d'")
 
 
 class ConvFusion(nn.Module):
@@ -48,8 +62,7 @@ class ConvFusion(nn.Module):
 
     def __init__(self, kind: str, spatial_channels: int, temporal_channels: int) -> None:
         super().__init__()
-        if kind not in CONV_FUSIONS:
-            raise UserError(f"unknown conv fusion {kind!r}; choose from {', '.join(CONV_FUSIONS)}")
+        check_kind(kind, CONV_FUSIONS, "conv fusion")
         self.kind = kind
         cs, ct = spatial_channels, temporal_channels
         self.project = nn.Conv2d(ct, cs, 1) if kind in ("sum", "max") and cs != ct else None
@@ -144,13 +157,10 @@ class TemporalFusion(nn.Module):
 
     def __init__(self, kind: str, channels: int, segments: int) -> None:
         super().__init__()
-        if kind not in TEMPORAL_FUSIONS:
-            raise UserError(f"unknown temporal fusion {kind!r}; choose from {', '.join(TEMPORAL_FUSIONS)}")
+        check_kind(kind, TEMPORAL_FUSIONS, "temporal fusion")
         if segments < 1:
-            raise UserError(f"segments must be >= 1, got {segments}")
-        self.kind = kind
-        self.segments = segments
-        self.out_channels = channels
+            raise ValueError(f"segments must be >= 1, got {segments}")
+        self.kind, self.segments, self.out_channels = kind, segments, channels
         self.conv = None
         if kind == "conv3d":
             conv = nn.Conv3d(channels, channels, 3, padding=1, bias=False)
@@ -159,7 +169,7 @@ class TemporalFusion(nn.Module):
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         if maps.ndim != 5:
-            raise UserError(f"temporal fusion expects (N, K, C, h, w) maps, got {tuple(maps.shape)}")
+            raise ValueError(f"temporal fusion expects (N, K, C, h, w) maps, got {tuple(maps.shape)}")
         if self.kind == "avg":
             return maps.mean(dim=1)
         x = maps.transpose(1, 2)  # (N, C, K, h, w)
@@ -177,7 +187,7 @@ def late_fusion(
     combined as ``spatial + temporal_weight * temporal`` (TSN weights the flow stream 1.5).
     """
     if spatial_scores.shape != temporal_scores.shape or spatial_scores.ndim != 2:
-        raise UserError(
+        raise ValueError(
             f"late fusion needs two (N, C) score tensors of one shape, got "
             f"{tuple(spatial_scores.shape)} and {tuple(temporal_scores.shape)}"
         )

@@ -14,7 +14,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hidden2stream.errors import UserError
 from hidden2stream.models.motionnet import MotionNet, upsample_flow
 from hidden2stream.models.streams import Stream
 
@@ -29,9 +28,9 @@ def flow_to_stack(flow: torch.Tensor, clip: float = 20.0) -> torch.Tensor:
     ``tsn = 127.5 * ours - 0.5``. Gradients pass unchanged (times 1/clip) inside the clip range.
     """
     if flow.ndim != 5 or flow.shape[2] != 2:
-        raise UserError(f"flow_to_stack expects flows (N, T, 2, H, W), got {tuple(flow.shape)}")
+        raise ValueError(f"flow_to_stack expects flows (N, T, 2, H, W), got {tuple(flow.shape)}")
     if clip <= 0:
-        raise UserError(f"clip must be > 0, got {clip}")
+        raise ValueError(f"clip must be > 0, got {clip}")
     n, t, _, h, w = flow.shape
     return (flow.clamp(-clip, clip) / clip).reshape(n, 2 * t, h, w)
 
@@ -44,9 +43,9 @@ def flow_to_clip(flow: torch.Tensor, clip: float = 20.0) -> torch.Tensor:
     2T channels of one image.
     """
     if flow.ndim != 5 or flow.shape[2] != 2:
-        raise UserError(f"flow_to_clip expects flows (N, T, 2, H, W), got {tuple(flow.shape)}")
+        raise ValueError(f"flow_to_clip expects flows (N, T, 2, H, W), got {tuple(flow.shape)}")
     if clip <= 0:
-        raise UserError(f"clip must be > 0, got {clip}")
+        raise ValueError(f"clip must be > 0, got {clip}")
     return (flow.clamp(-clip, clip) / clip).transpose(1, 2)
 
 
@@ -65,9 +64,9 @@ class StackedHiddenStream(nn.Module):
     def __init__(self, motionnet: MotionNet, temporal: Stream, clip: float = 20.0) -> None:
         super().__init__()
         if temporal.is_video and temporal.in_channels != 2:
-            raise UserError(f"a 3D temporal stream takes the 2 flow channels (u, v), not {temporal.in_channels}")
+            raise ValueError(f"a 3D temporal stream takes the 2 flow channels (u, v), not {temporal.in_channels}")
         if not temporal.is_video and temporal.in_channels != 2 * motionnet.num_flows:
-            raise UserError(
+            raise ValueError(
                 f"temporal stream takes {temporal.in_channels} channels but MotionNet gives "
                 f"{motionnet.num_flows} flows ({2 * motionnet.num_flows} channels)"
             )
@@ -104,7 +103,7 @@ class BranchedHiddenStream(nn.Module):
     def __init__(self, motionnet: MotionNet, num_classes: int, dropout: float = 0.5) -> None:
         super().__init__()
         if num_classes < 1:
-            raise UserError(f"num_classes must be >= 1, got {num_classes}")
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.motionnet = motionnet
         c = motionnet.feature_channels
         self.feature_channels = c

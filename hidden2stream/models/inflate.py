@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hidden2stream.errors import UserError
 
 
 class TimePadConv3d(nn.Conv3d):
@@ -39,7 +38,7 @@ class TimePadConv3d(nn.Conv3d):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=(0, *padding),
                          dilation=(1, *dilation), groups=groups, bias=bias)
         if time_pad_mode not in ("replicate", "constant"):
-            raise UserError(f"time_pad_mode must be 'replicate' or 'constant', got {time_pad_mode!r}")
+            raise ValueError(f"time_pad_mode must be 'replicate' or 'constant', got {time_pad_mode!r}")
         self.time_padding = time_padding
         self.time_pad_mode = time_pad_mode
 
@@ -59,9 +58,9 @@ def inflate_conv(conv: nn.Conv2d, time_kernel: int, time_stride: int = 1) -> Tim
     ``floor((T - 1) / time_stride) + 1`` steps (T with stride 1), as a 'same'-padded conv would.
     """
     if time_kernel < 1 or time_kernel % 2 == 0:
-        raise UserError(f"time_kernel must be odd and >= 1, got {time_kernel}")
+        raise ValueError(f"time_kernel must be odd and >= 1, got {time_kernel}")
     if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
-        raise UserError(f"cannot inflate a conv with padding {conv.padding!r} / mode {conv.padding_mode!r}")
+        raise ValueError(f"cannot inflate a conv with padding {conv.padding!r} / mode {conv.padding_mode!r}")
     new = TimePadConv3d(conv.in_channels, conv.out_channels, (time_kernel, *conv.kernel_size),
                          stride=(time_stride, *conv.stride), padding=tuple(conv.padding),
                          dilation=tuple(conv.dilation), groups=conv.groups, bias=conv.bias is not None,
@@ -114,7 +113,7 @@ def inflate(module: nn.Module, time_kernel: Callable[[str, nn.Conv2d], int],
             elif isinstance(child, nn.MaxPool2d):
                 new = inflate_maxpool(child)
             elif isinstance(child, (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
-                raise UserError(f"cannot inflate {type(child).__name__} at {full!r}")
+                raise ValueError(f"cannot inflate {type(child).__name__} at {full!r}")
             else:
                 convert(child, f"{full}.")
                 continue

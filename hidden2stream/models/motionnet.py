@@ -7,45 +7,107 @@ each in pixels of its own level. Widths and flow scaling follow the authors' rel
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any, ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hidden2stream.errors import UserError
-
 NEGATIVE_SLOPE = 0.1
 DOWNSAMPLING = 32  # total stride of the encoder: inputs are padded to a multiple of this
+MOTIONNETS = ("paper", "tiny", "corr")  # the variants of the MotionNet family
 
 
-@dataclass
-class MotionNetConfig:
-    """Architecture of a MotionNet; ``dataclasses.asdict`` of it is stored with checkpoints.
+@dataclass(frozen=True)
+class MotionNetLayers:
+    """Widths of a :class:`MotionNet` (the ``paper`` and ``tiny`` variants).
 
-    ``frames``: window length T+1 (gives T flows). ``widths``: the six encoder stages (1 ... 1/32).
-    ``decoder_widths``: decoder levels 5..2 (1/16 ... 1/2). ``flow_scale``: a raw prediction r at
-    downsampling factor s means ``r * flow_scale / s`` pixels of that level.
+    ``widths``: the six encoder stages (1 ... 1/32). ``decoder_widths``: decoder levels 5..2
+    (1/16 ... 1/2). ``flow_scale``: a raw prediction r at downsampling factor s means
+    ``r * flow_scale / s`` pixels of that level.
     """
 
-    frames: int = 11
     widths: tuple[int, ...] = (64, 128, 256, 512, 512, 1024)
     decoder_widths: tuple[int, ...] = (512, 256, 128, 64)
     flow_scale: float = 20.0
 
     def __post_init__(self) -> None:
-        self.widths = tuple(int(w) for w in self.widths)
-        self.decoder_widths = tuple(int(w) for w in self.decoder_widths)
-        if self.frames < 2:
-            raise UserError(f"MotionNet needs at least 2 frames per window, got {self.frames}")
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        object.__setattr__(self, "decoder_widths", tuple(int(w) for w in self.decoder_widths))
         if len(self.widths) != 6 or len(self.decoder_widths) != 4:
-            raise UserError(
-                f"MotionNet needs 6 encoder and 4 decoder widths, got {len(self.widths)} "
-                f"and {len(self.decoder_widths)}"
-            )
+            raise ValueError(f"MotionNet needs 6 encoder and 4 decoder widths, got {len(self.widths)} "
+                             f"and {len(self.decoder_widths)}")
         if min(self.widths + self.decoder_widths) < 1 or self.flow_scale <= 0:
-            raise UserError("MotionNet widths and flow_scale must be positive")
+            raise ValueError("MotionNet widths and flow_scale must be positive")
+
+
+TINY_LAYERS = MotionNetLayers(widths=(16, 32, 48, 64, 96, 128), decoder_widths=(64, 48, 32, 16))
+
+
+def _default_layers(variant: str) -> Any:
+    """The widths a variant is built with (``corr``'s live beside its model)."""
+    if variant == "corr":
+        from hidden2stream.models.motionnet_corr import CorrLayers
+
+        return CorrLayers()
+    return TINY_LAYERS if variant == "tiny" else MotionNetLayers()
+
+
+@dataclass(frozen=True)
+class MotionNetConfig:
+    """One member of the MotionNet family: all a checkpoint stores to rebuild it (:meth:`to_dict`).
+
+    ``variant``: ``paper`` / ``tiny`` (:class:`MotionNet` at the authors' or narrow widths) or
+    ``corr`` (:class:`~hidden2stream.models.motionnet_corr.CorrMotionNet`). ``frames``: window
+    length T+1 (gives T flows). ``layers``: the variant's widths (:class:`MotionNetLayers` or
+    ``CorrLayers``); None takes the variant's defaults.
+    """
+
+    variant: str = "tiny"
+    frames: int = 11
+    layers: Any = None
+
+    FAMILY: ClassVar[str] = "motionnet"
+    VERSION: ClassVar[int] = 1
+
+    def __post_init__(self) -> None:
+        if self.variant not in MOTIONNETS:
+            raise ValueError(f"unknown MotionNet {self.variant!r}; choose one of {', '.join(MOTIONNETS)}")
+        if self.frames < 2:
+            raise ValueError(f"MotionNet needs at least 2 frames per window, got {self.frames}")
+        default = _default_layers(self.variant)
+        layers = default if self.layers is None else self.layers
+        if isinstance(layers, dict):
+            layers = type(default)(**layers)
+        if type(layers) is not type(default):
+            raise TypeError(f"MotionNet-{self.variant} takes {type(default).__name__}, got {type(layers).__name__}")
+        object.__setattr__(self, "layers", layers)
+
+    @property
+    def window_free(self) -> bool:
+        """True when the weights serve any window length (``corr``: one per-pair decoder shared by
+        all the window's pairs), so :meth:`with_frames` may change ``frames`` under trained weights."""
+        return self.variant == "corr"
+
+    def with_frames(self, frames: int) -> "MotionNetConfig":
+        """The same network for windows of ``frames`` frames."""
+        return replace(self, frames=frames)
+
+    def describe(self) -> str:
+        """A short name for messages: ``MotionNet-tiny (T+1=6)``."""
+        return f"MotionNet-{self.variant} (T+1={self.frames})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain primitives for a checkpoint, tagged with the family and format version."""
+        layers = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.layers).items()}
+        return {"family": self.FAMILY, "version": self.VERSION, "variant": self.variant,
+                "frames": self.frames, "layers": layers}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MotionNetConfig":
+        """Inverse of :meth:`to_dict` (the tag is checked by ``checkpoint.model_config_of``)."""
+        return cls(variant=data["variant"], frames=int(data["frames"]), layers=dict(data["layers"]))
 
 
 def upsample_flow(flow: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -54,7 +116,7 @@ def upsample_flow(flow: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     Flow is in pixels of the tensor it lives on, so u is multiplied by ``W / w`` and v by ``H / h``.
     """
     if flow.ndim != 5 or flow.shape[2] != 2:
-        raise UserError(f"upsample_flow expects flows (B, T, 2, h, w), got {tuple(flow.shape)}")
+        raise ValueError(f"upsample_flow expects flows (B, T, 2, h, w), got {tuple(flow.shape)}")
     b, t, _, h, w = flow.shape
     height, width = int(size[0]), int(size[1])
     resized = F.interpolate(
@@ -127,9 +189,11 @@ class MotionNet(nn.Module):
     def __init__(self, config: MotionNetConfig) -> None:
         super().__init__()
         self.config = config
+        if config.variant not in ("paper", "tiny"):
+            raise ValueError(f"MotionNet builds the paper and tiny variants, not {config.variant!r}")
         self.num_flows = config.frames - 1
         flow_channels = 2 * self.num_flows
-        widths, dec = config.widths, config.decoder_widths
+        widths, dec = config.layers.widths, config.layers.decoder_widths
         stages = [nn.Sequential(_conv(3 * config.frames, widths[0]), _conv(widths[0], widths[0]))]
         for prev, width in zip(widths[:-1], widths[1:]):
             stages.append(nn.Sequential(_conv(prev, width, stride=2), _conv(width, width)))
@@ -145,7 +209,7 @@ class MotionNet(nn.Module):
     @property
     def feature_channels(self) -> int:
         """Channels of the deepest (1/32) encoder map."""
-        return self.config.widths[-1]
+        return self.config.layers.widths[-1]
 
     def _init_weights(self) -> None:
         """Kaiming (LeakyReLU 0.1) convs, bilinear flow upsampling, near-zero flow predictions."""
@@ -174,7 +238,7 @@ class MotionNet(nn.Module):
 
     def _check(self, frames: torch.Tensor) -> None:
         if frames.ndim != 5 or frames.shape[1] != self.config.frames or frames.shape[2] != 3:
-            raise UserError(
+            raise ValueError(
                 f"MotionNet expects frames (B, {self.config.frames}, 3, H, W), "
                 f"got {tuple(frames.shape)}"
             )
@@ -215,7 +279,7 @@ class MotionNet(nn.Module):
         pyramid = []
         for i, flow in enumerate(raw):
             stride = 2 ** (5 - i)
-            pixels = (flow * (self.config.flow_scale / stride)).unflatten(1, (self.num_flows, 2))
+            pixels = (flow * (self.config.layers.flow_scale / stride)).unflatten(1, (self.num_flows, 2))
             pyramid.append(pixels)
         if not all_scales:
             return upsample_flow(pyramid[-1], (padded_h, padded_w))[..., :height, :width]
@@ -236,33 +300,20 @@ class MotionNet(nn.Module):
         return self.decode(self.encode(frames), all_scales, frames.shape[-2:])
 
 
+def build_motionnet(config: MotionNetConfig) -> nn.Module:
+    """The MotionNet ``config`` describes, with fresh weights: the family's one factory."""
+    if config.variant == "corr":
+        from hidden2stream.models.motionnet_corr import CorrMotionNet
+
+        return CorrMotionNet(config)
+    return MotionNet(config)
+
+
 def motionnet(frames: int = 11) -> MotionNet:
     """Paper MotionNet (widths of the authors' release) for windows of ``frames`` frames."""
-    return MotionNet(MotionNetConfig(frames=frames))
+    return MotionNet(MotionNetConfig("paper", frames))
 
 
 def motionnet_tiny(frames: int = 11) -> MotionNet:
     """A small MotionNet for CPU training and tests; same topology, narrower layers."""
-    return MotionNet(
-        MotionNetConfig(
-            frames=frames, widths=(16, 32, 48, 64, 96, 128), decoder_widths=(64, 48, 32, 16)
-        )
-    )
-
-
-def _motionnet_corr(frames: int = 11) -> nn.Module:
-    """The correlation variant (``motionnet_corr.py``), imported here to keep one registry."""
-    from hidden2stream.models.motionnet_corr import motionnet_corr
-
-    return motionnet_corr(frames)
-
-
-MOTIONNETS: dict[str, Callable[[int], nn.Module]] = {
-    "paper": motionnet, "tiny": motionnet_tiny, "corr": _motionnet_corr}
-
-
-def build_motionnet(name: str, frames: int) -> nn.Module:
-    """MotionNet variant ``name`` (a key of ``MOTIONNETS``) for windows of ``frames`` frames."""
-    if name not in MOTIONNETS:
-        raise UserError(f"unknown MotionNet {name!r}; choose one of {', '.join(MOTIONNETS)}")
-    return MOTIONNETS[name](frames)
+    return MotionNet(MotionNetConfig("tiny", frames))

@@ -28,32 +28,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from hidden2stream.flow.warp import backward_warp
-from hidden2stream.models.motionnet import NEGATIVE_SLOPE, normalised_padded, upsample_flow
+from hidden2stream.models.motionnet import NEGATIVE_SLOPE, MotionNetConfig, normalised_padded, upsample_flow
 
 LEVELS = 5  # outputs at 1/32, 1/16, 1/8, 1/4, 1/2
 INITIAL_SHARPNESS = 10.0  # softmax temperature^-1 on cosine costs in [-1, 1]
 
 
-@dataclass
-class CorrMotionNetConfig:
-    """Architecture of a :class:`CorrMotionNet`.
+@dataclass(frozen=True)
+class CorrLayers:
+    """Widths of a :class:`CorrMotionNet` (the ``corr`` variant of ``MotionNetConfig``).
 
-    ``frames``: window length T+1. ``widths``: encoder widths at 1/2 ... 1/32. ``context``: the
-    1x1 projection of frame t's features fed to the decoder. ``radius``: correlation search
-    radius in pixels of each level. ``decoder_widths``: the shared residual-flow decoder.
+    ``widths``: encoder widths at 1/2 ... 1/32. ``context``: the 1x1 projection of frame t's
+    features fed to the decoder. ``radius``: correlation search radius in pixels of each level.
+    ``decoder_widths``: the shared residual-flow decoder. None of them depends on the window length.
     """
 
-    frames: int = 2
     widths: tuple[int, ...] = (16, 32, 64, 96, 128)
     context: int = 32
     radius: int = 3
     decoder_widths: tuple[int, ...] = (96, 64, 32)
 
     def __post_init__(self) -> None:
-        self.widths = tuple(int(w) for w in self.widths)
-        self.decoder_widths = tuple(int(w) for w in self.decoder_widths)
-        if self.frames < 2:
-            raise ValueError(f"MotionNet-C needs at least 2 frames per window, got {self.frames}")
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        object.__setattr__(self, "decoder_widths", tuple(int(w) for w in self.decoder_widths))
         if len(self.widths) != LEVELS:
             raise ValueError(f"MotionNet-C needs {LEVELS} encoder widths, got {len(self.widths)}")
         if min(self.widths + self.decoder_widths + (self.context,)) < 1 or self.radius < 1:
@@ -105,27 +102,30 @@ class CorrMotionNet(nn.Module):
     branched classifier as MotionNet's does. Output forms as in :meth:`forward`.
     """
 
-    def __init__(self, config: CorrMotionNetConfig) -> None:
+    def __init__(self, config: MotionNetConfig) -> None:
         super().__init__()
+        if config.variant != "corr":
+            raise ValueError(f"CorrMotionNet builds the corr variant, not {config.variant!r}")
         self.config = config
         self.num_flows = config.frames - 1
+        layers = config.layers
         stages, previous = [], 3
-        for width in config.widths:
+        for width in layers.widths:
             stages.append(nn.Sequential(_conv(previous, width, stride=2), _conv(width, width)))
             previous = width
         self.encoder = nn.ModuleList(stages)
         # Decoded levels: 1/32 ... 1/4 (encoder maps 4 ... 1), each with its own context projection.
         self.context = nn.ModuleList(
-            nn.Conv2d(width, config.context, 1) for width in config.widths[1:][::-1])
-        layers, previous = [], (2 * config.radius + 1) ** 2 + config.context + 2
-        for width in config.decoder_widths:
-            layers.append(_conv(previous, width))
+            nn.Conv2d(width, layers.context, 1) for width in layers.widths[1:][::-1])
+        decoder, previous = [], (2 * layers.radius + 1) ** 2 + layers.context + 2
+        for width in layers.decoder_widths:
+            decoder.append(_conv(previous, width))
             previous = width
-        self.decoder = nn.Sequential(*layers)
+        self.decoder = nn.Sequential(*decoder)
         self.predict = nn.Conv2d(previous, 2, 3, padding=1)
         # Soft-argmax of the cost volume: each level starts from block matching, the decoder refines.
-        size = 2 * config.radius + 1
-        dy, dx = torch.meshgrid(torch.arange(size) - config.radius, torch.arange(size) - config.radius,
+        size = 2 * layers.radius + 1
+        dy, dx = torch.meshgrid(torch.arange(size) - layers.radius, torch.arange(size) - layers.radius,
                                 indexing="ij")
         self.register_buffer("offsets", torch.stack([dx, dy], 0).reshape(1, 2, size * size, 1, 1).float(),
                              persistent=False)
@@ -135,7 +135,7 @@ class CorrMotionNet(nn.Module):
     @property
     def feature_channels(self) -> int:
         """Channels of the deepest (1/32) encoder map, frames folded in."""
-        return self.config.frames * self.config.widths[-1]
+        return self.config.frames * self.config.layers.widths[-1]
 
     def _init_weights(self) -> None:
         """Kaiming (LeakyReLU 0.1) convs; a near-zero residual predictor (initial flow ~0)."""
@@ -185,7 +185,7 @@ class CorrMotionNet(nn.Module):
             else:
                 flow = _upsample2(flow, first.shape[-2:])
                 warped = backward_warp(second, flow)[0].to(second.dtype)
-            cost = local_correlation(matched, normalise_features(warped), self.config.radius)
+            cost = local_correlation(matched, normalise_features(warped), self.config.layers.radius)
             match = (torch.softmax(cost * self.sharpness, dim=1)[:, None] * self.offsets).sum(2)
             flow = flow + match.float()
             hidden = self.decoder(torch.cat([cost, context(first), flow.to(first.dtype)], dim=1))
@@ -216,7 +216,7 @@ def motionnet_corr(frames: int = 2, weights: str | None = None) -> CorrMotionNet
     ``hidden2stream/weights/MANIFEST.json``), which serve any ``frames``.
     """
     if weights is None:
-        return CorrMotionNet(CorrMotionNetConfig(frames=frames))
+        return CorrMotionNet(MotionNetConfig("corr", frames))
     from hidden2stream.pretrained import load_motionnet, weights_path
 
     return load_motionnet(weights_path(weights), frames)  # weights_path refuses unknown names

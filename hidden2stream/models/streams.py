@@ -54,7 +54,7 @@ _CLASSIFIER_KEYS = {"resnet18": "fc.", "resnet50": "fc.", "vgg16": "classifier."
 S3D_BN_MOMENTUM = 0.1
 # Smallest clip (T, H, W) a video backbone runs on, where there is one: S3D's unpadded 2x2x2 max
 # pool needs T >= 5 and H, W >= 17 (measured); the padded ResNets run on any clip; MViT's size is fixed.
-_MIN_CLIP = {"s3d": (5, 17, 17)}
+MIN_CLIP = {"s3d": (5, 17, 17)}  # smallest (T, H, W) clip a video arch takes (s3d: its temporal kernels)
 
 
 class Stream(nn.Module):
@@ -84,11 +84,11 @@ class Stream(nn.Module):
     ) -> None:
         super().__init__()
         if dims not in (2, 3):
-            raise UserError(f"dims must be 2 (images) or 3 (clips), got {dims}")
+            raise ValueError(f"dims must be 2 (images) or 3 (clips), got {dims}")
         if num_classes < 1:
-            raise UserError(f"num_classes must be >= 1, got {num_classes}")
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if not 0.0 <= dropout < 1.0:
-            raise UserError(f"dropout must be in [0, 1), got {dropout}")
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.features = features
         self.feature_channels = feature_channels
         self.in_channels = in_channels
@@ -103,7 +103,7 @@ class Stream(nn.Module):
             nn.Linear(feature_channels, num_classes),
         )
         if (mean is None) != (std is None):
-            raise UserError("give both mean and std for input normalisation, or neither")
+            raise ValueError("give both mean and std for input normalisation, or neither")
         for name, value in (("mean", mean), ("std", std)):
             buffer = None if value is None else torch.tensor(value).view(1, -1, *[1] * dims)
             self.register_buffer(name, buffer, persistent=False)
@@ -117,11 +117,11 @@ class Stream(nn.Module):
         """``(N, in_channels, [T,] H, W)`` -> feature map ``(N, feature_channels, [T',] h, w)``."""
         if x.ndim != self.dims + 2 or x.shape[1] != self.in_channels:
             layout = "T, H, W" if self.is_video else "H, W"
-            raise UserError(f"stream expects (N, {self.in_channels}, {layout}) input, got {tuple(x.shape)}")
+            raise ValueError(f"stream expects (N, {self.in_channels}, {layout}) input, got {tuple(x.shape)}")
         if self.min_clip is not None and any(s < m for s, m in zip(x.shape[2:], self.min_clip)):
             t, h, w = self.min_clip
-            raise UserError(f"{self.arch} needs clips of at least {t}x{h}x{w} (T x H x W), "
-                            f"got {'x'.join(map(str, x.shape[2:]))}")
+            raise ValueError(f"{self.arch} needs clips of at least {t}x{h}x{w} (T x H x W), "
+                             f"got {'x'.join(map(str, x.shape[2:]))}")
         if self.mean is not None:
             x = (x - self.mean) / self.std
         return self.features(x)
@@ -146,7 +146,7 @@ def cross_modality_conv(conv: nn.Conv2d | nn.Conv3d, in_channels: int) -> nn.Con
     """
     if isinstance(conv, nn.Conv3d):
         if conv.groups != 1:
-            raise UserError(f"cross-modality init needs an ungrouped first conv, got groups={conv.groups}")
+            raise ValueError(f"cross-modality init needs an ungrouped first conv, got groups={conv.groups}")
         new3d = copy.deepcopy(conv)
         with torch.no_grad():
             mean = conv.weight.mean(dim=1, keepdim=True)
@@ -234,9 +234,9 @@ def _backbone(arch: str, in_channels: int, weights: str | None) -> tuple[nn.Sequ
     :func:`cross_modality_conv`; without weights it is a fresh random conv.
     """
     if arch not in IMAGE_ARCHS:
-        raise UserError(f"unknown stream arch {arch!r}; choose from {', '.join(STREAM_ARCHS)}")
+        raise ValueError(f"unknown stream arch {arch!r}; choose from {', '.join(STREAM_ARCHS)}")
     if in_channels < 1:
-        raise UserError(f"in_channels must be >= 1, got {in_channels}")
+        raise ValueError(f"in_channels must be >= 1, got {in_channels}")
     if arch == "tiny":
         if weights is not None:
             raise UserError("the 'tiny' stream arch has no pretrained weights; use weights=None")
@@ -285,8 +285,8 @@ class MViTFeatures(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[2:]) != self.clip_size:
-            raise UserError(f"mvit_v2_s needs clips of exactly {'x'.join(map(str, self.clip_size))} (T x H x W), "
-                            f"got {'x'.join(map(str, x.shape[2:]))}")
+            raise ValueError(f"mvit_v2_s needs clips of exactly {'x'.join(map(str, self.clip_size))} (T x H x W), "
+                             f"got {'x'.join(map(str, x.shape[2:]))}")
         x = self.pos_encoding(self.conv_proj(x).flatten(2).transpose(1, 2))  # (N, 1 + T'h'w', C)
         thw = (self.pos_encoding.temporal_size, *self.pos_encoding.spatial_size)
         for block in self.blocks:
@@ -349,7 +349,7 @@ def _pad_time_explicitly(features: nn.Module, min_time_kernel: int = 7) -> None:
 def _video_backbone(arch: str, in_channels: int, weights: str | None) -> tuple[nn.Module, int]:
     """``(features, feature_channels)`` of a video arch with a first conv taking ``in_channels``."""
     if in_channels < 1:
-        raise UserError(f"in_channels must be >= 1, got {in_channels}")
+        raise ValueError(f"in_channels must be >= 1, got {in_channels}")
     if arch in INFLATED_ARCHS:
         features, channels = _inflated_resnet(arch, weights)
     else:
@@ -394,11 +394,11 @@ def video_stream(
     without weights). ``normalise``: subtract the weights' RGB mean / divide by their std.
     """
     if arch not in VIDEO_ARCHS:
-        raise UserError(f"unknown video arch {arch!r}; choose from {', '.join(VIDEO_ARCHS)}")
+        raise ValueError(f"unknown video arch {arch!r}; choose from {', '.join(VIDEO_ARCHS)}")
     features, channels = _video_backbone(arch, in_channels, weights)
     mean, std = _normalisation(arch) if normalise else (None, None)
     return Stream(features, channels, num_classes, in_channels, dropout, mean, std, dims=3, arch=arch,
-                  min_clip=_MIN_CLIP.get(arch))
+                  min_clip=MIN_CLIP.get(arch))
 
 
 def spatial_stream(

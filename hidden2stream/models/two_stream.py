@@ -16,16 +16,16 @@ pooling / conv then run over all ``K * T'`` time steps of the video
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Sequence
 
 import torch
 from torch import nn
 
-from hidden2stream.errors import UserError
-from hidden2stream.models.fusion import FUSIONS, TEMPORAL_FUSIONS, ConvFusion, TemporalFusion
+from hidden2stream.models.fusion import ConvFusion, TemporalFusion, check_fusion, check_kind
 from hidden2stream.models.hidden import HIDDEN_KINDS, BranchedHiddenStream, StackedHiddenStream
-from hidden2stream.models.motionnet import MotionNet, build_motionnet
-from hidden2stream.models.streams import VIDEO_ARCHS, Stream, spatial_stream, temporal_stream
+from hidden2stream.models.motionnet import MotionNet, MotionNetConfig, build_motionnet
+from hidden2stream.models.streams import MIN_CLIP, VIDEO_ARCHS, Stream, spatial_stream, temporal_stream
 
 STREAMS = ("spatial", "temporal")
 
@@ -44,7 +44,7 @@ class HiddenTwoStream(nn.Module):
       ``(B*K, T, 2, h_i, w_i)``, for the unsupervised motion loss (only when the temporal
       stream runs).
 
-    ``config`` is a plain dict of the factory arguments, stored with checkpoints.
+    ``config`` is the :class:`HiddenTwoStreamConfig` it was built from (stored with checkpoints).
     """
 
     def __init__(
@@ -57,26 +57,19 @@ class HiddenTwoStream(nn.Module):
         segments: int = 3,
         temporal_weight: float = 1.5,
         dropout: float = 0.5,
-        config: dict[str, Any] | None = None,
+        config: "HiddenTwoStreamConfig | None" = None,
     ) -> None:
         super().__init__()
-        if fusion not in FUSIONS:
-            raise UserError(f"unknown fusion {fusion!r}; choose from {', '.join(FUSIONS)}")
-        if temporal_fusion not in TEMPORAL_FUSIONS:
-            raise UserError(
-                f"unknown temporal fusion {temporal_fusion!r}; choose from {', '.join(TEMPORAL_FUSIONS)}"
-            )
-        if fusion == "bilinear" and temporal_fusion == "conv3d":
-            raise UserError("bilinear fusion has Cs*Ct channels; use temporal fusion 'avg' or 'max3d'")
+        check_fusion(fusion, temporal_fusion)
         if temporal_weight < 0:
-            raise UserError(f"temporal_weight must be >= 0, got {temporal_weight}")
+            raise ValueError(f"temporal_weight must be >= 0, got {temporal_weight}")
         self.spatial = spatial
         self.hidden = hidden
         self.num_classes = num_classes
         self.fusion = fusion
         self.keep_time = temporal_fusion != "avg"  # with a 3D stream: pool its time axis, or keep it
         self.temporal_weight = temporal_weight
-        self.config = dict(config or {})
+        self.config = config
         self.conv_fusion = None
         self.temporal_fusion = None
         self.head = None
@@ -114,9 +107,9 @@ class HiddenTwoStream(nn.Module):
     def _check(self, frames: torch.Tensor, streams: Sequence[str]) -> None:
         window = self.motionnet.config.frames
         if frames.ndim != 6 or frames.shape[2] != window or frames.shape[3] != 3:
-            raise UserError(f"expected frames (B, K, {window}, 3, H, W), got {tuple(frames.shape)}")
+            raise ValueError(f"expected frames (B, K, {window}, 3, H, W), got {tuple(frames.shape)}")
         if not streams or any(s not in STREAMS for s in streams):
-            raise UserError(f"streams must be a non-empty subset of {STREAMS}, got {tuple(streams)}")
+            raise ValueError(f"streams must be a non-empty subset of {STREAMS}, got {tuple(streams)}")
 
     def forward(self, frames: torch.Tensor, streams: Sequence[str] = STREAMS) -> dict[str, Any]:
         self._check(frames, streams)
@@ -151,29 +144,104 @@ class HiddenTwoStream(nn.Module):
         return logits.unflatten(0, (b, k)).mean(dim=1)
 
 
-def hidden_two_stream(
-    num_classes: int,
-    motion: str = "tiny",
-    frames: int = 11,
-    spatial_arch: str = "tiny",
-    temporal_arch: str = "tiny",
-    hidden: str = "stacked",
-    fusion: str = "late",
-    temporal_fusion: str = "avg",
-    segments: int = 3,
-    spatial_weights: str | None = None,
-    temporal_weights: str | None = None,
-    dropout: float = 0.5,
-    temporal_dropout: float = 0.7,
-    temporal_weight: float = 1.5,
-) -> HiddenTwoStream:
-    """Build a :class:`HiddenTwoStream` from names.
+@dataclass(frozen=True)
+class HiddenTwoStreamConfig:
+    """A hidden two-stream network: all a checkpoint stores to rebuild it (:meth:`to_dict`).
 
-    ``motion``: MotionNet variant for ``build_motionnet`` with windows of ``frames`` = T+1 frames.
-    ``hidden``: ``"stacked"`` (MotionNet -> temporal stream of ``temporal_arch`` on 2T flow
-    channels, ``temporal_weights`` cross-modality initialised, dropout ``temporal_dropout``) or
-    ``"branched"`` (classifier on MotionNet's encoder; ``temporal_arch``/``temporal_weights``
-    unused). ``dropout`` is used by the spatial stream, the branched head and the fused head.
+    ``motion``: the MotionNet inside (its ``frames`` = the window T+1 of every segment).
+    ``hidden``: ``"stacked"`` (MotionNet -> temporal stream of ``temporal_arch`` on the 2T flow
+    channels, dropout ``temporal_dropout``) or ``"branched"`` (classifier on MotionNet's encoder;
+    ``temporal_arch`` unused). ``dropout``: the spatial stream, the branched head and the fused
+    head. ``class_names`` (the labels of the outputs, empty when unnamed) and ``size`` (the input
+    ``(H, W)`` it was trained on, None when unknown) are what the network was trained on, for
+    prediction; they do not change its layers.
+    """
+
+    num_classes: int
+    motion: MotionNetConfig = field(default_factory=MotionNetConfig)
+    spatial_arch: str = "tiny"
+    temporal_arch: str = "tiny"
+    hidden: str = "stacked"
+    fusion: str = "late"
+    temporal_fusion: str = "avg"
+    segments: int = 3
+    dropout: float = 0.5
+    temporal_dropout: float = 0.7
+    temporal_weight: float = 1.5
+    class_names: tuple[str, ...] = ()
+    size: tuple[int, int] | None = None
+
+    FAMILY: ClassVar[str] = "two_stream"
+    VERSION: ClassVar[int] = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "class_names", tuple(self.class_names))
+        object.__setattr__(self, "size", None if self.size is None else tuple(int(v) for v in self.size))
+        if self.class_names and len(self.class_names) != self.num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
+        check_kind(self.hidden, HIDDEN_KINDS, "hidden stream")
+        check_fusion(self.fusion, self.temporal_fusion)
+        if self.hidden == "branched" and self.temporal_arch in VIDEO_ARCHS:
+            raise ValueError(f"temporal arch {self.temporal_arch} is a 3D stream on flow, for the stacked hidden "
+                             "stream; the branched one classifies MotionNet's encoder map, which has no time axis")
+        self._check_clip_lengths()
+
+    def _check_clip_lengths(self) -> None:
+        """Video archs with clip-length rules: ``mvit_v2_s`` takes exactly 16 steps, ``s3d`` at least 5
+        (:data:`MIN_CLIP`); a spatial stream sees T+1 frames, a stacked temporal one T flows."""
+        frames = self.motion.frames
+        for arch, clip, role in ((self.spatial_arch, frames, "spatial"), (self.temporal_arch, frames - 1, "temporal")):
+            if role == "temporal" and self.hidden != "stacked":
+                continue
+            what, offset = ("frames", 0) if role == "spatial" else ("flows", 1)
+            if arch == "mvit_v2_s" and clip != 16:
+                raise ValueError(f"mvit_v2_s as {role} arch needs 16 {what} per window (frames={16 + offset}) at "
+                                 f"224x224, got frames={frames}")
+            shortest = MIN_CLIP.get(arch, (1,))[0]
+            if clip < shortest:
+                raise ValueError(f"{arch} as {role} arch needs at least {shortest} {what} per window "
+                                 f"(frames >= {shortest + offset}), got frames={frames}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain primitives for a checkpoint, tagged with the family and format version."""
+        plain = {f.name: getattr(self, f.name) for f in fields(self)}
+        plain.update(motion=self.motion.to_dict(), class_names=list(self.class_names),
+                     size=None if self.size is None else list(self.size))
+        return {"family": self.FAMILY, "version": self.VERSION, **plain}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "HiddenTwoStreamConfig":
+        """Inverse of :meth:`to_dict` (the tag is checked by ``checkpoint.model_config_of``)."""
+        values = {f.name: data[f.name] for f in fields(cls)}
+        return cls(**{**values, "motion": MotionNetConfig.from_dict(values["motion"])})
+
+
+def build_two_stream(config: HiddenTwoStreamConfig, spatial_weights: str | None = None,
+                     temporal_weights: str | None = None) -> HiddenTwoStream:
+    """The network ``config`` describes. ``spatial_weights`` / ``temporal_weights`` only
+    initialise the streams (``"imagenet"``, ``"kinetics"`` or a local state_dict file; the temporal
+    ones cross-modality) and are not part of the config: a checkpoint holds the trained weights."""
+    spatial = spatial_stream(config.spatial_arch, config.num_classes, spatial_weights, config.dropout)
+    motionnet = build_motionnet(config.motion)
+    if config.hidden == "stacked":
+        video = config.temporal_arch in VIDEO_ARCHS
+        channels = 2 if video else 2 * motionnet.num_flows  # flow clip or stack
+        temporal = temporal_stream(config.temporal_arch, config.num_classes, channels, temporal_weights,
+                                   config.temporal_dropout)
+        hidden_stream: StackedHiddenStream | BranchedHiddenStream = StackedHiddenStream(motionnet, temporal)
+    else:
+        hidden_stream = BranchedHiddenStream(motionnet, config.num_classes, config.dropout)
+    return HiddenTwoStream(spatial, hidden_stream, config.num_classes, config.fusion, config.temporal_fusion,
+                           config.segments, config.temporal_weight, config.dropout, config)
+
+
+def hidden_two_stream(num_classes: int, motion: str = "tiny", frames: int = 11, spatial_arch: str = "tiny",
+                      temporal_arch: str = "tiny", hidden: str = "stacked", fusion: str = "late",
+                      temporal_fusion: str = "avg", segments: int = 3, spatial_weights: str | None = None,
+                      temporal_weights: str | None = None, dropout: float = 0.5, temporal_dropout: float = 0.7,
+                      temporal_weight: float = 1.5) -> HiddenTwoStream:
+    """Build a :class:`HiddenTwoStream` from names: the config's fields, the MotionNet as its
+    ``variant`` and ``frames`` = T+1 (see :class:`HiddenTwoStreamConfig` and :func:`build_two_stream`).
 
     Video archs (``streams.VIDEO_ARCHS``) give 3D streams: ``spatial_arch`` on the window's T+1
     frames, ``temporal_arch`` (stacked only: the branched stream's encoder map has no time axis)
@@ -181,33 +249,7 @@ def hidden_two_stream(
     file. ``mvit_v2_s`` needs 16-frame clips: ``frames=16`` as spatial arch, 17 (16 flows) as
     temporal arch, and 224x224 frames.
     """
-    config = dict(
-        num_classes=num_classes, motion=motion, frames=frames, spatial_arch=spatial_arch,
-        temporal_arch=temporal_arch, hidden=hidden, fusion=fusion, temporal_fusion=temporal_fusion,
-        segments=segments, spatial_weights=spatial_weights, temporal_weights=temporal_weights,
-        dropout=dropout, temporal_dropout=temporal_dropout, temporal_weight=temporal_weight,
-    )
-    if hidden not in HIDDEN_KINDS:
-        raise UserError(f"unknown hidden stream {hidden!r}; choose from {', '.join(HIDDEN_KINDS)}")
-    if fusion not in FUSIONS:
-        raise UserError(f"unknown fusion {fusion!r}; choose from {', '.join(FUSIONS)}")
-    if hidden == "branched" and temporal_arch in VIDEO_ARCHS:
-        raise UserError(f"temporal arch {temporal_arch} is a 3D stream on flow, for the stacked hidden stream; "
-                        "the branched one classifies MotionNet's encoder map, which has no time axis")
-    for arch, clip, role in ((spatial_arch, frames, "spatial"), (temporal_arch, frames - 1, "temporal")):
-        if arch == "mvit_v2_s" and clip != 16 and (role == "spatial" or hidden == "stacked"):
-            what, needed = ("frames", 16) if role == "spatial" else ("flows", 17)
-            raise UserError(f"mvit_v2_s as {role} arch needs 16 {what} per window (frames={needed}) at 224x224, "
-                            f"got frames={frames}")
-    spatial = spatial_stream(spatial_arch, num_classes, spatial_weights, dropout)
-    motionnet = build_motionnet(motion, frames)
-    if hidden == "stacked":
-        channels = 2 if temporal_arch in VIDEO_ARCHS else 2 * motionnet.num_flows  # flow clip or stack
-        temporal = temporal_stream(temporal_arch, num_classes, channels, temporal_weights, temporal_dropout)
-        hidden_stream: StackedHiddenStream | BranchedHiddenStream = StackedHiddenStream(motionnet, temporal)
-    else:
-        hidden_stream = BranchedHiddenStream(motionnet, num_classes, dropout)
-    return HiddenTwoStream(
-        spatial, hidden_stream, num_classes, fusion, temporal_fusion, segments,
-        temporal_weight, dropout, config,
-    )
+    config = HiddenTwoStreamConfig(
+        num_classes, MotionNetConfig(motion, frames), spatial_arch, temporal_arch, hidden, fusion, temporal_fusion,
+        segments, dropout, temporal_dropout, temporal_weight)
+    return build_two_stream(config, spatial_weights, temporal_weights)

@@ -5,6 +5,10 @@ A checkpoint is a plain dict of tensors and primitives::
     {"kind": "motionnet" | "two_stream", "model_config": {...}, "model": state_dict,
      "optimizer": ..., "scheduler": ..., "scaler": ..., "step": int, "extra": {...}}
 
+``model_config`` is the model family's config as plain primitives (``MotionNetConfig.to_dict()``,
+``HiddenTwoStreamConfig.to_dict()``), tagged ``{"family": kind, "version": n}``: it alone rebuilds
+the network (:func:`model_config_of` reads it back, refusing untagged checkpoints of older versions).
+
 Writes go to a temporary file in the same folder, are flushed to disk, then renamed over the
 old file, so a crash or a full disk mid-write leaves the previous checkpoint intact.
 """
@@ -58,8 +62,28 @@ def load_checkpoint(path: str | Path, kind: str | None = None,
         raise CheckpointError(f"checkpoint {path} holds a {checkpoint.get('kind')!r} model, "
                               f"expected {kind!r}")
     if model_config is not None:
+        if "family" in model_config:  # an older untagged checkpoint: name what to rerun
+            model_config_of(checkpoint, path, model_config["family"], model_config["version"])
         check_config(checkpoint.get("model_config", {}), model_config, path)
     return checkpoint
+
+
+RERUN = {"motionnet": "experiments/pretrain_motion.py (shipped weights: experiments/make_weights.py)",
+         "two_stream": "experiments/train_two_stream.py"}
+
+
+def model_config_of(checkpoint: dict[str, Any], path: str | Path, family: str, version: int) -> dict[str, Any]:
+    """The checkpoint's ``model_config`` of ``family`` in format ``version``; a one-line
+    :class:`CheckpointError` naming the script to rerun for a checkpoint of another format."""
+    config = checkpoint.get("model_config")
+    if not isinstance(config, dict) or "family" not in config:
+        raise CheckpointError(f"checkpoint {path} predates tagged model configs and cannot be rebuilt; "
+                              f"rerun {RERUN.get(family, 'the script that made it')}")
+    if config["family"] != family or config.get("version") != version:
+        raise CheckpointError(f"checkpoint {path} holds a {config['family']!r} config version "
+                              f"{config.get('version')}, expected {family!r} version {version}; "
+                              f"rerun {RERUN.get(family, 'the script that made it')}")
+    return config
 
 
 def check_config(saved: dict[str, Any], expected: dict[str, Any], path: str | Path) -> None:

@@ -1,9 +1,15 @@
 """The one training loop: MotionNet pretraining and hidden two-stream fine-tuning both run here.
 
 What it does for every run: DDP (``torchrun``) with a world-size-independent data order, AMP with a
-grad scaler where needed, gradient accumulation and clipping, a warm-up + step-decay learning rate,
-a guard against non-finite losses, atomic checkpoints every N steps, exact ``--resume`` and
-elastic restarts, a progress bar and TensorBoard scalars on rank 0.
+grad scaler where needed, gradient accumulation and clipping, a warm-up + step-decay learning rate
+(:mod:`hidden2stream.train.schedule`), a guard against non-finite losses, atomic checkpoints every
+N steps, exact ``--resume`` and elastic restarts, a progress bar and TensorBoard scalars on rank 0.
+
+The pieces, in the order :func:`train` runs them (as torchvision's references split theirs):
+:func:`resume` (checkpoint -> model, optimizer, schedule, scaler), :func:`build_loader`, then per
+step :func:`train_step` (forward/backward/clip), :class:`NanGuard` (stop or skip a non-finite
+step), :func:`finish_step` (optimizer, scaler, schedule), the averaged metrics of
+:class:`_Logger` and :func:`save_checkpoint`.
 
 Exact resume: the data order comes from :class:`DistributedStepSampler` (a function of seed and
 step), every dataset item is seeded by its index and epoch, and the global RNG (dropout, on-device
@@ -19,11 +25,12 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import ChainedScheduler
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -32,6 +39,7 @@ from hidden2stream.train.checkpoint import load_checkpoint, load_weights, save_a
 from hidden2stream.train.distributed import all_reduce_mean, any_rank, barrier
 from hidden2stream.train.runtime import Runtime
 from hidden2stream.train.sampler import DistributedStepSampler, EpochIndexed
+from hidden2stream.train.schedule import build_scheduler, load_schedule
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +105,39 @@ class TrainResult:
     checkpoint: Path
 
 
-def lr_factor(step: int, config: TrainConfig) -> float:
-    """Linear warm-up, then ``gamma`` at each milestone (the paper halves the lr 5 times)."""
-    warm = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
-    passed = sum(step >= m * config.steps for m in config.milestones)
-    return warm * config.gamma ** passed
+@dataclass
+class StepOutput:
+    """One step's forward/backward: metrics averaged over its micro-batches (with ``grad_norm``),
+    whether loss and gradient norm were finite on this rank, and the last micro-batch (on the device)."""
+
+    metrics: dict[str, float]
+    finite: bool
+    batch: dict[str, Any]
+
+
+@dataclass
+class _Run:
+    """What the pieces of one run share: the unwrapped model (what checkpoints hold), its
+    optimisation state, and the training time of the checkpoint it resumed from."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: ChainedScheduler
+    scaler: torch.amp.GradScaler
+    config: TrainConfig
+    runtime: Runtime
+    kind: str
+    model_config: dict[str, Any]
+    previous_seconds: float = 0.0
+    began: float = field(default_factory=time.perf_counter)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return Path(self.config.out_dir) / CHECKPOINT_NAME
+
+    def seconds(self) -> float:
+        """Training time so far, the resumed checkpoint's included."""
+        return self.previous_seconds + time.perf_counter() - self.began
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -113,10 +149,14 @@ def _step_seed(seed: int, step: int, rank: int) -> int:
 
 
 class _Logger:
-    """Rank-0 progress bar, TensorBoard scalars and a ``metrics.jsonl`` history."""
+    """Rank-0 progress bar, TensorBoard scalars and a ``metrics.jsonl`` history of the step metrics
+    averaged between two log lines (over all ranks)."""
 
     def __init__(self, config: TrainConfig, runtime: Runtime, start: int, description: str) -> None:
         self.enabled = runtime.is_main
+        self.device = runtime.device
+        self.sums: dict[str, float] = {}
+        self.count = 0
         self.bar = tqdm(total=config.steps, initial=start, desc=description, dynamic_ncols=True,
                         disable=not self.enabled or None, mininterval=1.0)
         self.writer = None
@@ -133,6 +173,20 @@ class _Logger:
 
     def update(self, steps: int) -> None:
         self.bar.update(steps)
+
+    def add(self, metrics: dict[str, float]) -> None:
+        """Count one applied step's metrics towards the next log line."""
+        for name, value in metrics.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+        self.count += 1
+
+    def write_mean(self, step: int, lr: float) -> dict[str, float]:
+        """The mean metrics since the last line (every rank takes part) plus ``lr``; logged on rank 0."""
+        mean = all_reduce_mean({k: v / self.count for k, v in self.sums.items()}, self.device)
+        mean["lr"] = lr
+        self.sums, self.count = {}, 0
+        self.scalars(step, mean)
+        return mean
 
     def scalars(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
@@ -157,130 +211,181 @@ class _Logger:
             self.history.close()
 
 
+class NanGuard:
+    """What to do with a step whose loss or gradient is NaN/Inf on any rank: ``stop`` raises
+    :class:`TrainingDiverged` (the last checkpoint is kept); ``skip`` drops the step, at most
+    ``max_skipped`` in a row."""
+
+    def __init__(self, config: TrainConfig, checkpoint_path: Path) -> None:
+        self.policy, self.max_skipped = config.nan_policy, config.max_skipped
+        self.checkpoint_path = checkpoint_path
+        self.skipped, self.consecutive = 0, 0
+
+    def should_skip(self, step: int, output: StepOutput, device: torch.device) -> bool:
+        """False for a finite step; True for one to skip; raises when the run must stop."""
+        if not any_rank(not output.finite, device):
+            self.consecutive = 0
+            return False
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in output.metrics.items())
+        if self.policy == "stop" or self.consecutive >= self.max_skipped:
+            kept = (f"last good checkpoint {self.checkpoint_path} kept" if self.checkpoint_path.exists()
+                    else "no checkpoint yet")
+            raise TrainingDiverged(f"non-finite loss or gradient at step {step} ({shown}); stopped, {kept}. "
+                                   f"Try a lower --lr, more --warmup, --grad-clip, or --nan-policy skip")
+        self.skipped, self.consecutive = self.skipped + 1, self.consecutive + 1
+        log.warning("skipping step %d: non-finite loss or gradient (%s)", step, shown)
+        return True
+
+
 def train(model: nn.Module, dataset: Dataset, objective: Objective, optimizer: torch.optim.Optimizer,
           config: TrainConfig, runtime: Runtime, kind: str, model_config: dict[str, Any],
           description: str = "train", image_callback: ImageCallback | None = None) -> TrainResult:
     """Train ``model`` for ``config.steps`` optimizer steps; returns where it ended.
 
     ``optimizer`` is built by the caller over the (unwrapped) model's parameters, with its own
-    parameter groups and base learning rates; the loop scales every group by :func:`lr_factor`.
-    Checkpoints (``out_dir/checkpoint.pt``) hold ``kind`` and ``model_config`` so a checkpoint of
-    another model or configuration is refused on resume. ``image_callback`` (see
+    parameter groups and base learning rates; the schedule (:func:`build_scheduler`) scales every
+    group alike. Checkpoints (``out_dir/checkpoint.pt``) hold ``kind`` and ``model_config`` so a
+    checkpoint of another model or configuration is refused on resume. ``image_callback`` (see
     :data:`ImageCallback`) draws TensorBoard pictures every ``config.log_images_every`` steps.
     """
-    out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out_dir / CHECKPOINT_NAME
+    Path(config.out_dir).mkdir(parents=True, exist_ok=True)
     micro = config.micro_batch(runtime.world_size)
-
     model = runtime.prepare(model)
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
-    scaler = runtime.grad_scaler()
-
-    start, previous_seconds = 0, 0.0
-    resume = config.resume or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
-    if ckpt_path.exists():
-        if not resume:
-            raise UserError(f"{ckpt_path} exists: pass --resume to continue it, or choose another --out")
-        checkpoint = load_checkpoint(ckpt_path, kind=kind, model_config=model_config)
-        load_weights(model, checkpoint, ckpt_path)
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        start = int(checkpoint["step"])
-        previous_seconds = float(checkpoint.get("seconds", 0.0))
-        if runtime.is_main:
-            log.info("resumed %s from step %d of %d", ckpt_path, start, config.steps)
-    elif resume and runtime.is_main:
-        log.info("no checkpoint in %s yet: starting from step 0", out_dir)
-
+    scheduler = build_scheduler(optimizer, config.steps, config.warmup_steps, config.milestones, config.gamma)
+    run = _Run(model, optimizer, scheduler, runtime.grad_scaler(), config, runtime, kind, model_config)
+    start = resume(run)
     net = wrap_model(model, config, runtime)
-
-    def save(step: int) -> None:
-        if runtime.is_main:
-            save_atomic({"kind": kind, "model_config": model_config, "model": unwrap(model).state_dict(),
-                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "scaler": scaler.state_dict(), "step": step,
-                         "seconds": previous_seconds + time.perf_counter() - began,
-                         "extra": {"train_config": _plain_config(config)}}, ckpt_path)
-        barrier()
-
-    sampler = DistributedStepSampler(len(dataset), micro, runtime.rank, runtime.world_size,
-                                     config.accumulation, config.seed, start_step=start)
-    loader = DataLoader(EpochIndexed(dataset), batch_size=micro, sampler=sampler,
-                        num_workers=config.num_workers, pin_memory=runtime.device.type == "cuda",
-                        persistent_workers=config.num_workers > 0, drop_last=False,
-                        prefetch_factor=4 if config.num_workers > 0 else None)
-    batches = iter(loader)
+    loader = build_loader(dataset, micro, start, config, runtime)
     logger = _Logger(config, runtime, start, description)
-    sums: dict[str, float] = {}
-    count, skipped, consecutive = 0, 0, 0
+    try:
+        return _run_steps(run, net, loader, objective, logger, start, image_callback)
+    finally:
+        logger.close()
+
+
+def _run_steps(run: _Run, net: nn.Module, loader: DataLoader, objective: Objective, logger: _Logger,
+               start: int, image_callback: ImageCallback | None) -> TrainResult:
+    """Steps ``start .. steps - 1``: seed, step, guard, log, draw, checkpoint."""
+    config, runtime = run.config, run.runtime
+    guard = NanGuard(config, run.checkpoint_path)
     last: dict[str, float] = {}
-    began = time.perf_counter()
+    batches = iter(loader)
+    run.began = time.perf_counter()
     net.train()
     try:
         for step in range(start, config.steps):
             torch.manual_seed(_step_seed(config.seed, step, runtime.rank))
-            optimizer.zero_grad(set_to_none=True)
-            step_metrics: dict[str, float] = {}
-            finite = True
-            for m in range(config.accumulation):
-                batch = _to_device(next(batches), runtime.device)
-                sync = m == config.accumulation - 1 or not runtime.distributed
-                context = contextlib.nullcontext() if sync else net.no_sync()
-                with context:
-                    with runtime.autocast():
-                        loss, metrics = objective(net, batch)
-                    finite = finite and bool(torch.isfinite(loss.detach()).item())
-                    scaler.scale(loss / config.accumulation).backward()
-                for name, value in {"loss": loss.detach(), **metrics}.items():
-                    step_metrics[name] = step_metrics.get(name, 0.0) + float(value) / config.accumulation
-            scaler.unscale_(optimizer)
-            params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-            if config.grad_clip:
-                norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            else:
-                norm = torch.norm(torch.stack([p.grad.detach().float().norm() for p in params])) \
-                    if params else torch.zeros(())
-            finite = finite and bool(torch.isfinite(norm).item())
-            if any_rank(not finite, runtime.device):
-                shown = ", ".join(f"{k}={v:.4g}" for k, v in step_metrics.items())
-                kept = f"last good checkpoint {ckpt_path} kept" if ckpt_path.exists() else "no checkpoint yet"
-                if config.nan_policy == "stop" or consecutive + 1 > config.max_skipped:
-                    raise TrainingDiverged(f"non-finite loss or gradient at step {step} ({shown}); "
-                                           f"stopped, {kept}. Try a lower --lr, more --warmup, "
-                                           f"--grad-clip, or --nan-policy skip")
-                skipped, consecutive = skipped + 1, consecutive + 1
-                log.warning("skipping step %d: non-finite loss or gradient (%s)", step, shown)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.update()
-                scheduler.step()
-                logger.update(1)
-                continue
-            consecutive = 0
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            step_metrics["grad_norm"] = float(norm)
-            for name, value in step_metrics.items():
-                sums[name] = sums.get(name, 0.0) + value
-            count += 1
+            output = train_step(net, batches, objective, run.optimizer, run.scaler, config, runtime)
+            skip = guard.should_skip(step, output, runtime.device)
+            lr = finish_step(run, apply=not skip)
             logger.update(1)
+            if skip:
+                continue
+            logger.add(output.metrics)
             done = step + 1
             if done % config.log_every == 0 or done == config.steps:
-                last = all_reduce_mean({k: v / count for k, v in sums.items()}, runtime.device)
-                last["lr"] = base_lrs[-1] * lr_factor(step, config)
-                logger.scalars(done, last)
-                sums, count = {}, 0
-            logger.images(done, config.log_images_every, image_callback, unwrap(model), batch)
+                last = logger.write_mean(done, lr)
+            logger.images(done, config.log_images_every, image_callback, unwrap(run.model), output.batch)
             if done % config.checkpoint_every == 0 or done == config.steps:
-                save(done)
+                save_checkpoint(run, done)
     finally:
-        logger.close()
-        del batches
-    return TrainResult(step=config.steps, seconds=previous_seconds + time.perf_counter() - began, last_metrics=last,
-                       skipped_steps=skipped, checkpoint=ckpt_path)
+        del batches  # stops DataLoader workers now, not when the traceback goes
+    return TrainResult(step=config.steps, seconds=run.seconds(), last_metrics=last,
+                       skipped_steps=guard.skipped, checkpoint=run.checkpoint_path)
+
+
+def resume(run: _Run) -> int:
+    """Load ``out_dir/checkpoint.pt`` into the run when resuming; returns the step to start from.
+
+    An existing checkpoint without ``--resume`` is refused (the run would overwrite it); an
+    elastic restart (``TORCHELASTIC_RESTART_COUNT`` > 0) always resumes.
+    """
+    path, is_main = run.checkpoint_path, run.runtime.is_main
+    wanted = run.config.resume or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+    if not path.exists():
+        if wanted and is_main:
+            log.info("no checkpoint in %s yet: starting from step 0", path.parent)
+        return 0
+    if not wanted:
+        raise UserError(f"{path} exists: pass --resume to continue it, or choose another --out")
+    checkpoint = load_checkpoint(path, kind=run.kind, model_config=run.model_config)
+    load_weights(run.model, checkpoint, path)
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    load_schedule(run.scheduler, checkpoint["scheduler"], path)
+    run.scaler.load_state_dict(checkpoint["scaler"])
+    run.previous_seconds = float(checkpoint.get("seconds", 0.0))
+    start = int(checkpoint["step"])
+    if is_main:
+        log.info("resumed %s from step %d of %d", path, start, run.config.steps)
+    return start
+
+
+def save_checkpoint(run: _Run, step: int) -> None:
+    """Rank 0 writes ``out_dir/checkpoint.pt`` atomically (the keys :func:`resume` reads); all ranks wait."""
+    if run.runtime.is_main:
+        save_atomic({"kind": run.kind, "model_config": run.model_config, "model": unwrap(run.model).state_dict(),
+                     "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+                     "scaler": run.scaler.state_dict(), "step": step, "seconds": run.seconds(),
+                     "extra": {"train_config": _plain_config(run.config)}}, run.checkpoint_path)
+    barrier()
+
+
+def build_loader(dataset: Dataset, micro: int, start: int, config: TrainConfig, runtime: Runtime) -> DataLoader:
+    """Micro-batches of this rank in the world-size-independent order of step ``start`` onwards."""
+    sampler = DistributedStepSampler(len(dataset), micro, runtime.rank, runtime.world_size,
+                                     config.accumulation, config.seed, start_step=start)
+    return DataLoader(EpochIndexed(dataset), batch_size=micro, sampler=sampler,
+                      num_workers=config.num_workers, pin_memory=runtime.device.type == "cuda",
+                      persistent_workers=config.num_workers > 0, drop_last=False,
+                      prefetch_factor=4 if config.num_workers > 0 else None)
+
+
+def train_step(net: nn.Module, batches: Iterator[dict[str, Any]], objective: Objective,
+               optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, config: TrainConfig,
+               runtime: Runtime) -> StepOutput:
+    """Forward and backward of one optimizer step, without stepping: ``accumulation`` micro-batches
+    under autocast (DDP syncs gradients on the last only), each loss scaled by the grad scaler and
+    divided by ``accumulation``; then the gradients are unscaled and clipped."""
+    optimizer.zero_grad(set_to_none=True)
+    metrics: dict[str, float] = {}
+    finite = True
+    for m in range(config.accumulation):
+        batch = _to_device(next(batches), runtime.device)
+        sync = m == config.accumulation - 1 or not runtime.distributed
+        with contextlib.nullcontext() if sync else net.no_sync():
+            with runtime.autocast():
+                loss, extra = objective(net, batch)
+            finite = finite and bool(torch.isfinite(loss.detach()).item())
+            scaler.scale(loss / config.accumulation).backward()
+        for name, value in {"loss": loss.detach(), **extra}.items():
+            metrics[name] = metrics.get(name, 0.0) + float(value) / config.accumulation
+    norm = clip_gradients(optimizer, scaler, config.grad_clip)
+    metrics["grad_norm"] = float(norm)
+    return StepOutput(metrics, finite and bool(torch.isfinite(norm).item()), batch)
+
+
+def clip_gradients(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                   max_norm: float | None) -> torch.Tensor:
+    """Unscale the optimizer's gradients; returns their global L2 norm (before clipping to ``max_norm``)."""
+    scaler.unscale_(optimizer)
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    if max_norm:
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+    return norm
+
+
+def finish_step(run: _Run, apply: bool) -> float:
+    """Step the optimizer (or drop a skipped step's gradients), the scaler and the schedule;
+    returns the learning rate of the last parameter group for this step (read from the scheduler)."""
+    lr = float(run.scheduler.get_last_lr()[-1])
+    if apply:
+        run.scaler.step(run.optimizer)
+    else:
+        run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.update()
+    run.scheduler.step()
+    return lr
 
 
 def wrap_model(model: nn.Module, config: TrainConfig, runtime: Runtime) -> nn.Module:

@@ -68,7 +68,7 @@ class ShardSampler(Sampler[int]):
 
     def __init__(self, num_items: int, rank: int = 0, world_size: int = 1) -> None:
         if not 0 <= rank < world_size:
-            raise UserError(f"rank {rank} is outside 0..{world_size - 1}")
+            raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
         self.indices = range(rank, num_items, world_size)
 
     def __iter__(self) -> Iterator[int]:

@@ -1,0 +1,98 @@
+"""The whole pipeline on the embedded data: optional MotionNet pretraining, joint training, real-flow
+scores of the MotionNet the hidden stream starts from, and the report (``experiments/main.py``).
+
+By default the hidden stream starts from the shipped MotionNet weights (``default``:
+MotionNet-corr); with ``pretrain_motion`` a tiny MotionNet is pretrained first and the joint
+training starts from its checkpoint. Each stage resumes from its own checkpoint with ``resume``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+from hidden2stream.data.flow_pairs import iter_flow_pairs
+from hidden2stream.evaluate import ActionReport
+from hidden2stream.evaluate_flow import classic_method, motionnet_method, score_pairs, zero_method
+from hidden2stream.paths import shared_data
+from hidden2stream.pipeline import pretrain, stage_options, two_stream
+from hidden2stream.pretrained import load_flow_model, motion_source
+from hidden2stream.report import action_table, markdown_table
+
+FRAMES, SIZE = 6, (64, 64)  # both stages: T+1 and the crop
+
+
+def real_flow_scores(motion: str | Path) -> dict | None:
+    """EPE of the MotionNet that the hidden stream starts from, TV-L1 and zero flow on the shared
+    real ground-truth pairs (as :func:`load_flow_model` shapes it for a pair); None when the shared
+    data is absent."""
+    root = shared_data("flow_gt")
+    if not root.is_dir():
+        return None
+    model = load_flow_model(motion, pair=True)
+    methods = [motionnet_method(model, "cpu", "MotionNet (hidden stream start)"),
+               classic_method("tvl1"), zero_method()]
+    return score_pairs(methods, iter_flow_pairs(root), desc="real flow pairs")
+
+
+def resumed_real_flow_scores(motion: str | Path, record: Path, resume: bool) -> dict | None:
+    """:func:`real_flow_scores`, kept in ``record`` with the sha256 of the weights they score: a
+    resumed job reuses the scores of the same weights instead of recomputing TV-L1."""
+    digest = hashlib.sha256(motion_source(motion).read_bytes()).hexdigest()
+    if resume and record.is_file():
+        saved = json.loads(record.read_text())
+        if saved.get("weights_sha256") == digest:
+            return saved["scores"]
+    scores = real_flow_scores(motion)
+    if scores is not None:
+        record.write_text(json.dumps({"weights_sha256": digest, "scores": scores}, indent=2))
+    return scores
+
+
+def real_flow_table(scores: dict) -> str:
+    """Markdown: one row per method, EPE per real pair and the mean."""
+    pairs = list(next(iter(scores.values()))["pairs"])
+    rows = [[name] + [row["pairs"][p]["epe"] for p in pairs] + [row["mean_epe"]]
+            for name, row in scores.items()]
+    return markdown_table(["method (EPE px)"] + pairs + ["mean"], rows)
+
+
+def run_pipeline(out: Path, quick: bool, resume: bool, pretrain_motion: bool, device: str) -> dict:
+    """Run the stages into ``out`` (``motion/``, ``two_stream/``, ``summary.json``), print the
+    report and return the summary (``motion``: pretraining report, ``two_stream``: test accuracy,
+    ``real_flow``: the starting MotionNet's real-flow scores when the shared data is there)."""
+    common = dict(frames=FRAMES, size=SIZE, device=device, resume=resume)
+    summary: dict = {}
+    if pretrain_motion:
+        summary["motion"] = pretrain.run(stage_options(pretrain.recipe_parser("cpu"), out=out / "motion", steps=60 if quick else 1500,
+                                                       eval_items=8 if quick else 32, **common))
+        motion = dict(motion="tiny", motion_checkpoint=str(out / "motion" / "checkpoint.pt"))
+    else:
+        motion = dict(motion="corr", motion_checkpoint="default")
+    data = dict(train_items=400, test_items=48) if quick else {}
+    joint = two_stream.run(stage_options(two_stream.build_parser(), out=out / "two_stream",
+                                         steps=40 if quick else 300, **motion, **data, **common))
+    summary["two_stream"] = joint.summary
+    scores = resumed_real_flow_scores(motion["motion_checkpoint"], out / "real_flow.json", resume)
+    if scores is not None:
+        summary["real_flow"] = scores
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(report_text(summary, joint.report) + f"\nresults in {out}/")
+    return summary
+
+
+def report_text(summary: dict, report: ActionReport | None) -> str:
+    """The closing report: real-flow EPE table, pretraining EPE, the accuracy table (video top-1/5)."""
+    text = "\n== hidden two-stream on the embedded action data ==\n"
+    if "real_flow" in summary:
+        text += ("MotionNet the hidden stream starts from, on real ground-truth flow:\n"
+                 + real_flow_table(summary["real_flow"]) + "\n")
+    if "motion" in summary:
+        motion = summary["motion"]
+        text += (f"pretrained MotionNet held-out synthetic EPE {motion['synthetic']['epe']:.3f} px "
+                 f"(zero flow {motion['synthetic']['zero_epe']:.3f}"
+                 + (f", TV-L1 {motion['tvl1']['epe']:.3f})" if "tvl1" in motion else ")") + "\n")
+    if report is not None:  # the short table: the joint stage printed clip top-5 already
+        text += action_table(dataclasses.replace(report, clip_top5={}))
+    return text

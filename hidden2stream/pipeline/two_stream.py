@@ -1,0 +1,194 @@
+"""Train the hidden two-stream network end to end: no precomputed flow, MotionNet inside.
+
+The joint-training stage of the pipeline: ``experiments/train_two_stream.py`` parses its command
+line with :func:`build_parser` and calls :func:`run`; :mod:`hidden2stream.pipeline.job` runs the
+same stage with its options set in code. The loss is the paper's multi-task loss: cross-entropy on
+every trained head (spatial, temporal, fused) plus the unsupervised motion losses on MotionNet's
+pyramid (SSIM weights ten times smaller than in pretraining). CPU defaults: embedded synthetic
+action data, tiny streams, 64x64, T+1 = 6 frames (paper: 11), AdamW at 1e-3 (paper: SGD at 1e-3,
+MotionNet at 1e-6).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hidden2stream.cli import OneLineParser, existing_path, non_negative_float, options_check
+from hidden2stream.data.action_sets import action_datasets, add_action_data_args, protocol_name
+from hidden2stream.data.augment import clip_augmentation
+from hidden2stream.evaluate import ActionReport, evaluate_actions
+from hidden2stream.losses.motion import PRESETS
+from hidden2stream.models.fusion import FUSIONS, TEMPORAL_FUSIONS, check_fusion
+from hidden2stream.models.hidden import HIDDEN_KINDS
+from hidden2stream.models.motionnet import MOTIONNETS, MotionNetConfig
+from hidden2stream.models.streams import STREAM_ARCHS
+from hidden2stream.models.two_stream import HiddenTwoStream, HiddenTwoStreamConfig, build_two_stream
+from hidden2stream.pretrained import load_motionnet_into, load_two_stream
+from hidden2stream.report import action_table, confusion_image, markdown_table, save_confusion_png, save_flow_pictures
+from hidden2stream.train.checkpoint import unwrap
+from hidden2stream.train.distributed import init_distributed, shutdown_distributed
+from hidden2stream.train.loop import TrainConfig, TrainResult, train
+from hidden2stream.train.objectives import ActionObjective
+from hidden2stream.train.options import add_train_args, train_config_from_args
+from hidden2stream.train.runtime import Runtime, add_runtime_args, runtime_from_args
+from hidden2stream.train.tensorboard import FlowImages, flatten_scalars, log_final
+
+STREAM_CHOICES = {"both": ("spatial", "temporal"), "spatial": ("spatial",), "temporal": ("temporal",)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``experiments/train_two_stream.py``."""
+    p = OneLineParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, default=Path("runs/two_stream"))
+    add_action_data_args(p)
+    model = p.add_argument_group("model")
+    model.add_argument("--streams", choices=sorted(STREAM_CHOICES), default="both")
+    model.add_argument("--motion", choices=sorted(MOTIONNETS), default="tiny")
+    model.add_argument("--motion-checkpoint",
+                       help="start MotionNet from a pretrain_motion.py checkpoint or shipped weights by name "
+                            "('default': MotionNet-corr trained on the shared images, with --motion corr)")
+    model.add_argument("--freeze-motion", action="store_true", help="keep MotionNet's weights fixed")
+    model.add_argument("--hidden", choices=HIDDEN_KINDS, default="stacked")
+    model.add_argument("--spatial-arch", choices=STREAM_ARCHS, default="tiny")
+    model.add_argument("--temporal-arch", choices=STREAM_ARCHS, default="tiny")
+    model.add_argument("--spatial-weights",
+                       help="'imagenet' (2D archs, i3d_*), 'kinetics' (torchvision video archs: r3d_18, "
+                            "mc3_18, r2plus1d_18, s3d, mvit_v2_s) or a local torchvision state_dict file")
+    model.add_argument("--temporal-weights",
+                       help="RGB weights for cross-modality init, as --spatial-weights (a video arch "
+                            "sees the flows as a 2-channel clip)")
+    model.add_argument("--init-spatial", type=existing_path, help="two-stream checkpoint: take its spatial stream")
+    model.add_argument("--init-temporal", type=existing_path, help="two-stream checkpoint: take its hidden stream")
+    model.add_argument("--fusion", choices=FUSIONS, default="late")
+    model.add_argument("--temporal-fusion", choices=TEMPORAL_FUSIONS, default="avg")
+    model.add_argument("--dropout", type=non_negative_float, default=0.5)
+    p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
+    p.add_argument("--motion-lr", type=non_negative_float, default=1e-4, help="MotionNet lr (paper: 1e-6)")
+    p.add_argument("--motion-loss", choices=sorted(PRESETS), default="paper")
+    p.add_argument("--motion-weight", type=non_negative_float, default=1.0)
+    p.add_argument("--no-eval", action="store_true")
+    add_train_args(p, steps=300, batch_size=16, lr=1e-3, weight_decay=5e-4, warmup=50,
+                   checkpoint_every=100, log_every=20)
+    add_runtime_args(p)
+    return p
+
+
+def model_config(args: argparse.Namespace, classes: list[str]) -> HiddenTwoStreamConfig:
+    """The network the options describe, labelled with the data's classes and input size (what a
+    checkpoint must match to resume, and all ``load_two_stream`` needs to rebuild it); an invalid
+    combination of options is one line naming them."""
+    return options_check("model options", lambda: HiddenTwoStreamConfig(
+        num_classes=len(classes), motion=MotionNetConfig(args.motion, args.frames), spatial_arch=args.spatial_arch,
+        temporal_arch=args.temporal_arch, hidden=args.hidden, fusion=args.fusion,
+        temporal_fusion=args.temporal_fusion, segments=args.segments, dropout=args.dropout,
+        class_names=tuple(classes), size=args.size))
+
+
+def build_model(args: argparse.Namespace, config: HiddenTwoStreamConfig) -> HiddenTwoStream:
+    """The network of ``config``, MotionNet and streams initialised from the checkpoints given."""
+    model = build_two_stream(config, args.spatial_weights, args.temporal_weights)
+    if args.motion_checkpoint:
+        load_motionnet_into(model.motionnet, args.motion_checkpoint, "--motion-checkpoint", f"--motion {args.motion}")
+    for path, part in ((args.init_spatial, "spatial"), (args.init_temporal, "hidden")):
+        if path:  # the stream of another run, rebuilt from its checkpoint's config
+            getattr(model, part).load_state_dict(getattr(load_two_stream(path), part).state_dict())
+    if args.freeze_motion:
+        model.motionnet.requires_grad_(False)
+    return model
+
+
+def optimizer_for(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
+    """Per-group learning rates: MotionNet at ``--motion-lr``, everything else at ``--lr``."""
+    motion = {id(p) for p in model.motionnet.parameters()}
+    groups = [{"params": [p for p in model.motionnet.parameters() if p.requires_grad], "lr": args.motion_lr},
+              {"params": [p for p in model.parameters() if id(p) not in motion and p.requires_grad],
+               "lr": args.lr}]
+    groups = [g for g in groups if g["params"]]
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(groups, momentum=0.9, weight_decay=args.weight_decay)
+    return torch.optim.AdamW(groups, weight_decay=args.weight_decay)
+
+
+@dataclass
+class TwoStreamRun:
+    """What the stage ends with: ``summary`` (``eval.json``; ``{"steps": n}`` without evaluation or
+    off rank 0) and the action ``report`` it was made from (None without evaluation)."""
+
+    summary: dict
+    report: ActionReport | None = None
+
+
+def run(args: argparse.Namespace) -> TwoStreamRun:
+    """Train, then evaluate every trained head on the test set; rank 0 writes, draws and prints."""
+    options_check("--fusion / --temporal-fusion", check_fusion, args.fusion, args.temporal_fusion)
+    rank, world_size, local_rank = init_distributed()
+    try:
+        runtime = runtime_from_args(args, rank, world_size, local_rank)
+        train_set, test_set, classes = action_datasets(args)
+        config = model_config(args, list(classes))
+        torch.manual_seed(args.seed)  # same initial weights on every rank and every rerun
+        model = build_model(args, config)
+        streams = STREAM_CHOICES[args.streams]
+        result = train(model, train_set, objective(args, streams, runtime), optimizer_for(model, args),
+                       train_config(args, streams), runtime, kind="two_stream", model_config=config.to_dict(),
+                       description=f"train {args.streams}",
+                       image_callback=FlowImages(runtime, lambda m: m.motionnet) if "temporal" in streams else None)
+        if args.no_eval:
+            return TwoStreamRun({"steps": result.step})
+        model = unwrap(model)
+        report = evaluate_actions(model, test_set, runtime, len(classes), streams=streams,
+                                  num_workers=args.workers)  # on every rank, each video once
+        if not runtime.is_main:
+            return TwoStreamRun({"steps": result.step})
+        summary = report_results(args, model, test_set, list(classes), streams, result, report, runtime)
+        return TwoStreamRun(summary, report)
+    finally:
+        shutdown_distributed()
+
+
+def objective(args: argparse.Namespace, streams: tuple[str, ...], runtime: Runtime) -> ActionObjective:
+    """Cross-entropy on the trained heads plus the motion loss (SSIM weights / 10) unless frozen."""
+    motion = PRESETS[args.motion_loss]()
+    motion = dataclasses.replace(motion, ssim_weights=tuple(w / 10 for w in motion.ssim_weights))
+    augment = None if args.dataset == "synthetic" else clip_augmentation(train=True, flip=True)
+    return ActionObjective(streams, None if args.freeze_motion else motion, args.motion_weight,
+                           augment.to(runtime.device) if augment is not None else None)
+
+
+def train_config(args: argparse.Namespace, streams: tuple[str, ...]) -> TrainConfig:
+    """The loop's settings; the streams and test items are saved for ``evaluate.py``'s defaults."""
+    run = {"streams": list(streams), "test_items": args.test_items}
+    return train_config_from_args(args, milestones=(0.5, 0.75), gamma=0.1,
+                                  find_unused_parameters=len(streams) == 1, extra=run)
+
+
+def report_results(args: argparse.Namespace, model: HiddenTwoStream, test_set, classes: list[str],
+                   streams: tuple[str, ...], result: TrainResult, report: ActionReport, runtime: Runtime) -> dict:
+    """Rank 0 after the evaluation: eval.json, confusion.png, flow pictures, TensorBoard, the tables."""
+    save_confusion_png(report.confusion, args.out / "confusion.png")
+    if "temporal" in streams:
+        clips = [test_set[i]["frames"].reshape(-1, *test_set[i]["frames"].shape[-4:])[0]
+                 for i in range(min(4, len(test_set)))]
+        save_flow_pictures(model.motionnet, clips, args.out / "flow_test_clips.png", runtime)
+    summary = {"steps": result.step, "train_seconds": result.seconds, "streams": args.streams,
+               "freeze_motion": args.freeze_motion, "classes": list(classes), "protocol": protocol_name(args),
+               **report.as_dict()}
+    text = (f"{args.streams} ({args.fusion} fusion), {result.step} steps in {result.seconds:.0f} s "
+            f"on {runtime.device}; {len(test_set)} test videos, {len(classes)} classes, "
+            f"{protocol_name(args)}\n" + action_table(report))
+    if args.dataset == "synthetic":  # classes are (appearance, motion): which factor each head gets
+        factors = {head: report.factor_accuracy(head, args.motions) for head in report.confusions}
+        summary["factor_accuracy"] = {h: {"appearance": a, "motion": m} for h, (a, m) in factors.items()}
+        text += "\n\n" + markdown_table(["head", "appearance accuracy", "motion accuracy"],
+                                        [[h, a, m] for h, (a, m) in factors.items()])
+    (args.out / "eval.json").write_text(json.dumps(summary, indent=2))
+    accuracies = {k: summary[k] for k in ("clip_top1", "clip_top5", "video_top1", "video_top5")}
+    log_final(args.out, result.step, flatten_scalars("eval", accuracies),
+              {"eval/confusion": confusion_image(report.confusion)})
+    print(text)
+    return summary
