@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from torch import nn
 
 from hidden2stream.errors import CheckpointError, UserError
 from hidden2stream.models.motionnet import MotionNetConfig, build_motionnet
+from hidden2stream.models.motionnet_corr import LEVELS
 from hidden2stream.models.two_stream import HiddenTwoStream, HiddenTwoStreamConfig, build_two_stream
 from hidden2stream.train.checkpoint import load_checkpoint, load_weights, model_config_of
 
@@ -130,9 +132,16 @@ def load_flow_model(source: str | Path, pair: bool) -> nn.Module:
 def load_motionnet_into(model: nn.Module, source: str | Path, option: str, built_by: str) -> None:
     """Copy the trained MotionNet of ``source`` into ``model`` (a fresh MotionNet of the run);
     a one-line refusal when ``source`` holds another one. ``option`` / ``built_by`` name, for
-    that line, where ``source`` and ``model`` came from (``--init``, ``--motion tiny``)."""
+    that line, where ``source`` and ``model`` came from (``--init``, ``--motion tiny``).
+
+    One growth is allowed: a MotionNet-corr into the same network with ``refine_half``; the new
+    1/2-level context projection keeps its initialisation, every other weight is copied."""
     trained = load_motionnet(source, frames=model.config.frames)
-    if trained.config != model.config:
+    grown = trained.config.variant == "corr" and not trained.config.layers.refine_half and \
+        replace(trained.config, layers=replace(trained.config.layers, refine_half=True)) == model.config
+    if trained.config != model.config and not grown:
         raise CheckpointError(f"{option} {source} holds {trained.config.describe()}, "
                               f"{built_by} builds {model.config.describe()}")
-    model.load_state_dict(trained.state_dict())
+    result = model.load_state_dict(trained.state_dict(), strict=not grown)
+    if result.unexpected_keys or any(not key.startswith(f"context.{LEVELS - 1}.") for key in result.missing_keys):
+        raise RuntimeError(f"growing {trained.config.describe()}: unexpected state_dict differences {result}")

@@ -100,3 +100,37 @@ def test_realistic_motions_scale_with_the_frame() -> None:
     magnitude = flows.norm(dim=2)
     assert float(magnitude.median()) < 0.25 * large.max_translation  # most motions small
     assert float(magnitude.max()) > 0.3 * large.max_translation  # a tail of large ones
+
+
+def test_refine_half_grows_from_a_trained_corr_network(tmp_path) -> None:
+    """``refine_half`` adds a 1/2-level refinement: a trained corr network grows into it with every
+    weight copied (the 1/32 ... 1/4 flows stay exactly the same), the new 1/2 level computes its own
+    flow; the other direction, or another network, is refused in one line."""
+    from hidden2stream.errors import CheckpointError
+    from hidden2stream.models.motionnet import build_motionnet
+    from hidden2stream.models.motionnet import upsample_flow
+    from hidden2stream.pretrained import load_motionnet_into
+    from hidden2stream.train.checkpoint import save_atomic
+
+    torch.manual_seed(0)
+    trained = motionnet_corr(2).eval()
+    path = save_atomic({"kind": "motionnet", "model_config": trained.config.to_dict(), "model": trained.state_dict()},
+                       tmp_path / "corr.pt")
+    half = MotionNetConfig("corr", 2, CorrLayers(refine_half=True))
+    grown = build_motionnet(half)
+    load_motionnet_into(grown, path, "--init", "this run")
+    frames = torch.rand(1, 2, 3, 64, 96)
+    with torch.no_grad():
+        before, after = trained(frames, all_scales=True), grown.eval()(frames, all_scales=True)
+    assert [f.shape for f in after] == [f.shape for f in before]
+    for level in range(4):
+        torch.testing.assert_close(after[level], before[level], rtol=0, atol=0)
+    upsampled = upsample_flow(before[3], after[4].shape[-2:])
+    assert not torch.allclose(after[4], upsampled)  # refined at 1/2, not the 1/4 flow upsampled
+    half_path = save_atomic({"kind": "motionnet", "model_config": grown.config.to_dict(), "model": grown.state_dict()},
+                            tmp_path / "half.pt")
+    with pytest.raises(CheckpointError, match="--init .* holds MotionNet-corr"):
+        load_motionnet_into(motionnet_corr(2), half_path, "--init", "this run")
+    with pytest.raises(CheckpointError):
+        load_motionnet_into(build_motionnet(MotionNetConfig("corr", 2, CorrLayers(radius=2, refine_half=True))),
+                            path, "--init", "this run")

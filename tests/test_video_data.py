@@ -237,3 +237,24 @@ def test_decode_speed_benchmark_smoke(tmp_path, clips_dir, capsys):
     assert "| synthetic_actions |" in (out / "decode_speed.md").read_text()
     assert bench.main(["--clips", str(tmp_path / "absent")]) == 2
     assert capsys.readouterr().err.strip().endswith("not found")
+
+
+def test_window_dataset_random_stride_spaces_the_frames(clips_dir):
+    """``max_stride``: training windows take every s-th frame (s in 1..max_stride), each window an exact
+    strided run of the video's frames; validation windows stay consecutive."""
+    train = VideoWindowDataset(clips_dir, frames=3, size=(32, 32), windows_per_video=6, short_side=32, max_stride=3)
+    index = train.video_names.index("carphone.mp4")
+    path, first, length = train.videos[index]
+    info = probe_video(path)
+    video = read_frames(path, first, length, scaled_size(info.width, info.height, 32))
+    strides = set()
+    for i in range(index, len(train), len(train.videos)):  # the windows of carphone.mp4
+        window = train[i]["frames"]
+        found = {s for s in (1, 2, 3) for start in range(length - 2 * s)
+                 for top in range(video.shape[-2] - 31) for left in range(video.shape[-1] - 31)
+                 if torch.equal(window, video[start:start + 2 * s + 1:s, :, top:top + 32, left:left + 32])}
+        assert len(found) >= 1
+        strides |= found
+    assert len(strides) > 1  # more than one stride drawn
+    val = VideoWindowDataset(clips_dir, frames=3, size=(32, 32), windows_per_video=2, part="val", max_stride=3)
+    assert val.max_stride == 1

@@ -40,13 +40,17 @@ class CorrLayers:
 
     ``widths``: encoder widths at 1/2 ... 1/32. ``context``: the 1x1 projection of frame t's
     features fed to the decoder. ``radius``: correlation search radius in pixels of each level.
-    ``decoder_widths``: the shared residual-flow decoder. None of them depends on the window length.
+    ``decoder_widths``: the shared residual-flow decoder. ``refine_half``: the decoder also refines
+    the 1/2 level (on the 1/2 encoder features; one more context projection) instead of taking the
+    1/4 flow upsampled, for sub-pixel precision at twice the decoding cost. None of them depends on
+    the window length.
     """
 
     widths: tuple[int, ...] = (16, 32, 64, 96, 128)
     context: int = 32
     radius: int = 3
     decoder_widths: tuple[int, ...] = (96, 64, 32)
+    refine_half: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -114,9 +118,10 @@ class CorrMotionNet(nn.Module):
             stages.append(nn.Sequential(_conv(previous, width, stride=2), _conv(width, width)))
             previous = width
         self.encoder = nn.ModuleList(stages)
-        # Decoded levels: 1/32 ... 1/4 (encoder maps 4 ... 1), each with its own context projection.
-        self.context = nn.ModuleList(
-            nn.Conv2d(width, layers.context, 1) for width in layers.widths[1:][::-1])
+        # Decoded levels: 1/32 ... 1/4 (encoder maps 4 ... 1), and 1/2 (map 0) with refine_half, each
+        # with its own context projection (the 1/2 one last, so coarser levels keep their indices).
+        decoded = layers.widths if layers.refine_half else layers.widths[1:]
+        self.context = nn.ModuleList(nn.Conv2d(width, layers.context, 1) for width in decoded[::-1])
         decoder, previous = [], (2 * layers.radius + 1) ** 2 + layers.context + 2
         for width in layers.decoder_widths:
             decoder.append(_conv(previous, width))
@@ -176,7 +181,7 @@ class CorrMotionNet(nn.Module):
         padded_h, padded_w = 2 * features[0].shape[-2], 2 * features[0].shape[-1]
         height, width = (padded_h, padded_w) if size is None else (int(size[0]), int(size[1]))
         flows, flow = [], None
-        for level, context in zip(features[:0:-1], self.context):
+        for level, context in zip(features[::-1], self.context):  # coarse to fine, as far as decoded
             first, second = self._pairs(level)
             matched = normalise_features(first)
             if flow is None:
@@ -191,7 +196,8 @@ class CorrMotionNet(nn.Module):
             hidden = self.decoder(torch.cat([cost, context(first), flow.to(first.dtype)], dim=1))
             flow = flow + self.predict(hidden).float()
             flows.append(flow)
-        flows.append(_upsample2(flow, (padded_h // 2, padded_w // 2)))
+        if len(flows) < LEVELS:  # the 1/2 level is the 1/4 flow upsampled, as PWC-Net
+            flows.append(_upsample2(flow, (padded_h // 2, padded_w // 2)))
         pyramid = [f.unflatten(0, (batch, self.num_flows)) for f in flows]
         if not all_scales:
             return upsample_flow(pyramid[-1], (padded_h, padded_w))[..., :height, :width]

@@ -78,8 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--short-side", type=positive_int,
                    help="with --videos: resize frames to this shorter side, then crop --size (random crops for "
                         "training, centre crops held out); default: the crop's larger side")
+    p.add_argument("--max-stride", type=positive_int, default=1,
+                   help="with --videos: each training window takes every s-th frame, s drawn from 1..N "
+                        "(larger motions from the same videos)")
     p.add_argument("--frame-cache", type=Path,
                    help="with --videos: decode each video once into uint8 frames under DIR, then read those")
+    p.add_argument("--refine-half", action="store_true",
+                   help="--model corr: refine the flow at 1/2 resolution too (finer flow, slower); --init "
+                        "may name a corr checkpoint without it (the new level starts from scratch)")
     p.add_argument("--init", type=existing_path,
                    help="start from the weights of this MotionNet checkpoint (e.g. synthetic pretraining "
                         "before --videos); --resume takes precedence")
@@ -127,8 +133,11 @@ def scale_range(text: str) -> tuple[float, float]:
 
 
 def motion_config(args: argparse.Namespace) -> MotionNetConfig:
-    """The MotionNet this run trains (``--model``, ``--frames``): stored with its checkpoints."""
-    return MotionNetConfig(args.model, args.frames)
+    """The MotionNet this run trains (``--model``, ``--frames``, ``--refine-half``): stored with its
+    checkpoints."""
+    if args.refine_half and args.model != "corr":
+        raise UserError(f"--refine-half is an option of --model corr, not --model {args.model}")
+    return MotionNetConfig(args.model, args.frames, {"refine_half": True} if args.refine_half else None)
 
 
 def datasets(args: argparse.Namespace):
@@ -144,7 +153,8 @@ def datasets(args: argparse.Namespace):
     held_out = SyntheticFlowDataset(args.eval_items, synthetic, seed=10_000 + args.seed)
     if args.videos:
         train_set = VideoWindowDataset(args.videos, frames=args.frames, size=args.size, part="train",
-                                       seed=args.seed, cache_dir=args.frame_cache, short_side=args.short_side)
+                                       seed=args.seed, cache_dir=args.frame_cache, short_side=args.short_side,
+                                       max_stride=args.max_stride)
         clips = VideoWindowDataset(args.videos, frames=args.frames, size=args.size, part="val",
                                    windows_per_video=max(1, args.eval_items // 4), seed=args.seed,
                                    cache_dir=args.frame_cache, short_side=args.short_side)
