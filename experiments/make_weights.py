@@ -1,13 +1,19 @@
 """Make the MotionNet weights this package ships, with one reproducible command.
 
-    python experiments/make_weights.py            # about 40 minutes on a 2-core CPU
-    python experiments/make_weights.py --resume   # continue an interrupted run
+    python experiments/make_weights.py            # about 55 minutes on a 2-core CPU
+    python experiments/make_weights.py --resume   # continue an interrupted run (each stage)
 
-Trains MotionNet-corr as ``pretrain_motion.py --recipe corr-supervised`` does (exact flow of photo
-layers from ``<shared>/data/images`` with realistic motions, 320x320 renders zoomed by 0.6-1.0;
-beyond the paper, see the README), copies its weights to ``hidden2stream/weights/`` and records
-them in ``MANIFEST.json`` with their sha256, this command, the data, the steps, the CPU time and
-their measured quality: EPE on the real ground-truth pairs of ``<shared>/data/flow_gt`` (the
+Trains MotionNet-corr in two stages (beyond the paper, see the README), both on the exact flow of
+photo layers from ``<shared>/data/images`` with realistic motions, 320x320 renders zoomed by 0.6-1.0:
+
+1. ``pretrain_motion.py --recipe corr-supervised`` (``OUT/supervised``, ``--steps``);
+2. ``pretrain_motion.py --recipe corr-refine --init OUT/supervised/checkpoint.pt``
+   (``OUT/refine``, ``--refine-steps``): the decoder grows a 1/2-level refinement and half of the
+   clips have a still camera.
+
+It copies the second stage's weights to ``hidden2stream/weights/`` and records them in
+``MANIFEST.json`` with their sha256, this command, the data, the steps and CPU time of both stages
+and their measured quality: EPE on the real ground-truth pairs of ``<shared>/data/flow_gt`` (the
 development set; never trained on) and on the synthetic benchmark set at 224x224 (seeds apart
 from training's), beside zero flow. The weights serve any window length (``frames``).
 """
@@ -31,7 +37,7 @@ from hidden2stream.pipeline import pretrain, stage_options
 from hidden2stream.pretrained import MANIFEST, WEIGHTS_DIR, checkpoint_config, load_motionnet
 from hidden2stream.train.checkpoint import load_checkpoint, save_atomic
 
-RECIPE = "corr-supervised"
+RECIPES = ("corr-supervised", "corr-refine")  # stage 1, stage 2 (pipeline.pretrain.RECIPES)
 MAX_BYTES = 10 * 1024 * 1024
 
 
@@ -39,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description=__doc__.split("\n")[0])
     p.add_argument("--name", default="default", help="name the weights are loaded by")
     p.add_argument("--out", type=Path, default=Path("runs/weights"), help="training run folder")
-    p.add_argument("--steps", type=positive_int, default=2000)
+    p.add_argument("--steps", type=positive_int, default=2000, help="stage 1 steps")
+    p.add_argument("--refine-steps", type=positive_int, default=300, help="stage 2 steps")
     p.add_argument("--workers", type=int, default=1, help="DataLoader workers rendering the synthetic data")
     p.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.pt")
     p.add_argument("--eval-items", type=positive_int, default=24, help="synthetic 224x224 pairs scored")
@@ -68,19 +75,24 @@ def shipped_file(checkpoint: dict) -> dict:
     return {"kind": "motionnet", "model_config": checkpoint["model_config"], "model": checkpoint["model"]}
 
 
-def package(run: Path, name: str, command: str, eval_items: int) -> dict:
-    """Copy the run's weights into ``hidden2stream/weights`` and write their manifest entry."""
-    checkpoint = load_checkpoint(run / "checkpoint.pt", kind="motionnet")
-    config = checkpoint_config(checkpoint, run / "checkpoint.pt")
+def package(runs: list[Path], name: str, command: str, eval_items: int) -> dict:
+    """Copy the last run's weights into ``hidden2stream/weights`` and write their manifest entry
+    (steps and CPU time summed over the runs, the stages of one training)."""
+    checkpoints = [load_checkpoint(run / "checkpoint.pt", kind="motionnet") for run in runs]
+    checkpoint = checkpoints[-1]
+    config = checkpoint_config(checkpoint, runs[-1] / "checkpoint.pt")
     path = WEIGHTS_DIR / f"motionnet_{config.variant}.pt"
     save_atomic(shipped_file(checkpoint), path)
     if path.stat().st_size > MAX_BYTES:
         raise RuntimeError(f"{path} is {path.stat().st_size} bytes, over the 10 MB limit for shipped weights")
     entry = {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
              "model": config.variant, "trained_frames": config.frames, "command": command,
-             "data": f"exact flow of synthetic photo layers ({RECIPE}: the 20 photos of shared/data/images, "
-                     "realistic motions, 320x320 zoomed 0.6-1.0); no real flow labels, flow_gt never trained on",
-             "steps": int(checkpoint["step"]), "train_cpu_minutes": round(float(checkpoint.get("seconds", 0)) / 60, 1),
+             "data": f"exact flow of synthetic photo layers ({' then '.join(RECIPES)}: the 20 photos of "
+                     "shared/data/images, realistic motions, 320x320 zoomed 0.6-1.0; stage 2: half the clips "
+                     "with a still camera); no real flow labels, flow_gt never trained on",
+             "steps": sum(int(c["step"]) for c in checkpoints),
+             "stage_steps": [int(c["step"]) for c in checkpoints],
+             "train_cpu_minutes": round(sum(float(c.get("seconds", 0)) for c in checkpoints) / 60, 1),
              "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
              "quality": quality(path, eval_items)}
     manifest = json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {"weights": {}}
@@ -91,10 +103,14 @@ def package(run: Path, name: str, command: str, eval_items: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    pretrain.run(stage_options(pretrain.recipe_parser(RECIPE), steps=args.steps, out=args.out,
-                               workers=args.workers, no_tvl1=True, resume=args.resume))
-    command = "python experiments/make_weights.py" + (f" --steps {args.steps}" if args.steps != 2000 else "")
-    entry = package(args.out, args.name, command, args.eval_items)
+    runs = [args.out / "supervised", args.out / "refine"]
+    common = dict(workers=args.workers, no_tvl1=True, resume=args.resume)
+    pretrain.run(stage_options(pretrain.recipe_parser(RECIPES[0]), steps=args.steps, out=runs[0], **common))
+    pretrain.run(stage_options(pretrain.recipe_parser(RECIPES[1]), steps=args.refine_steps, out=runs[1],
+                               init=runs[0] / "checkpoint.pt", **common))
+    command = "python experiments/make_weights.py" + (f" --steps {args.steps}" if args.steps != 2000 else "") \
+        + (f" --refine-steps {args.refine_steps}" if args.refine_steps != 300 else "")
+    entry = package(runs, args.name, command, args.eval_items)
     print(json.dumps({k: entry[k] for k in ("file", "sha256", "steps", "train_cpu_minutes", "quality")}, indent=2))
     return entry
 

@@ -91,6 +91,14 @@ def non_negative_int(text: str) -> int:
     return int(_number(text, int, "an integer", 0, strict=False))
 
 
+def probability(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    value = float(_number(text, float, "a number", 0, strict=False))
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text} must be <= 1")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     """argparse type: a float >= 0."""
     return float(_number(text, float, "a number", 0, strict=False))

@@ -13,10 +13,11 @@ from torchvision.io import write_png
 
 from helpers import load_script, run_script
 from hidden2stream.data.synthetic_actions import SyntheticActionDataset
-from hidden2stream.errors import CheckpointError
+from hidden2stream.errors import CheckpointError, UserError
 from hidden2stream.flow.io import read_flo
 from hidden2stream.models.motionnet import MotionNetConfig, build_motionnet
 from hidden2stream.pipeline import stage_options
+from hidden2stream.pipeline import pretrain as pipeline_pretrain
 from hidden2stream.pipeline.pretrain import recipe_parser
 from hidden2stream.pipeline.two_stream import build_parser as two_stream_parser
 from hidden2stream.pretrained import load_motionnet, load_two_stream
@@ -68,8 +69,16 @@ def test_pretraining_recipes_set_defaults_that_options_override():
     best = pretrain.parse_args(["--recipe", "cpu-best", "--steps", "7"])
     assert (best.loss, best.steps, best.model) == ("paper", 7, "tiny")
     assert pretrain.parse_args([]).loss == "improved"
+    refine = pretrain.parse_args(["--recipe", "corr-refine", "--init", __file__])
+    assert (refine.model, refine.refine_half, refine.static_background, refine.supervised, refine.steps) == (
+        "corr", True, 0.5, True, 300)
+    assert pipeline_pretrain.motion_config(refine).layers.refine_half
     with pytest.raises(SystemExit):
         pretrain.parse_args(["--recipe", "fastest"])
+    with pytest.raises(SystemExit):
+        pretrain.parse_args(["--static-background", "1.5"])
+    with pytest.raises(UserError, match="--refine-half is an option of --model corr"):
+        pipeline_pretrain.motion_config(pretrain.parse_args(["--refine-half"]))
 
 
 def test_pretraining_starts_from_init_weights_and_refuses_another_architecture(tmp_path, motion_run):

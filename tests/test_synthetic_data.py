@@ -1,6 +1,7 @@
 """Synthetic data: determinism, shapes, exactness of the flow ground truth, action classes, speed."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from pathlib import Path
@@ -268,3 +269,19 @@ def test_synthetic_action_options_that_cannot_work_are_one_line_user_errors() ->
     with pytest.raises(UserError, match=r"--motions: motions must be in 1\.\.8, got 9") as err:
         action_datasets(parser.parse_args(["--motions", "9"]))
     assert "\n" not in str(err.value)
+
+
+def test_static_background_keeps_the_camera_still() -> None:
+    """``static_background``: the probability that the background does not move; with no foreground
+    layers a still background means zero flow everywhere and two identical frames."""
+    moving = SyntheticFlowConfig(frames=2, height=32, width=32, foreground=(0, 0), background_translation=3.0)
+    still = dataclasses.replace(moving, static_background=1.0)
+    for index in range(4):
+        assert SyntheticFlowDataset(4, moving, seed=1)[index]["flow"].abs().amax() > 0.1
+        item = SyntheticFlowDataset(4, still, seed=1)[index]
+        assert item["flow"].abs().amax() == 0 and torch.equal(item["frames"][0], item["frames"][1])
+    half = dataclasses.replace(moving, static_background=0.5)
+    still_items = [SyntheticFlowDataset(40, half, seed=2)[i]["flow"].abs().amax() == 0 for i in range(40)]
+    assert 5 < sum(still_items) < 35
+    with pytest.raises(ValueError, match="probability"):
+        dataclasses.replace(moving, static_background=1.5)

@@ -6,6 +6,7 @@ is downloaded.
 """
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -476,3 +477,23 @@ def test_s3d_batch_norms_use_the_default_momentum() -> None:
     stream = spatial_stream("s3d", CLASSES)
     momenta = {m.momentum for m in stream.modules() if isinstance(m, nn.BatchNorm3d)}
     assert momenta == {0.1}
+
+
+def test_stream_accuracy_benchmark_trains_each_arch_alone_and_fused(tmp_path) -> None:
+    """benchmarks/stream_accuracy.py: one train_two_stream.py run per (arch, streams) in its own
+    process, each scored on its own head, the table written; a finished run is read, not retrained."""
+    bench = load_script("benchmarks", "stream_accuracy")
+    argv = ["--archs", "tiny", "--steps", "1", "--batch-size", "2", "--size", "64", "--frames", "3",
+            "--segments", "1", "--train-items", "8", "--test-items", "4", "--motion", "tiny",
+            "--motion-checkpoint", "none", "--no-speed", "--out", str(tmp_path)]
+    result = bench.main(argv)
+    assert [(r["arch"], r["streams"], r["head"]) for r in result["rows"]] == [("tiny", "spatial", "spatial"),
+                                                                              ("tiny", "both", "fused")]
+    for row in result["rows"]:
+        assert 0 <= row["video_top1"] <= 1 and 0 <= row["appearance"] <= 1 and 0 <= row["motion"] <= 1
+        assert row["chance"] == pytest.approx(1 / 12) and row["train_seconds"] > 0
+    assert json.loads((tmp_path / "stream_accuracy.json").read_text())["rows"] == result["rows"]
+    assert "| tiny | alone |" in (tmp_path / "stream_accuracy.md").read_text()
+    stamp = (tmp_path / "tiny-both" / "eval.json").stat().st_mtime_ns
+    assert bench.main(argv)["rows"] == result["rows"]
+    assert (tmp_path / "tiny-both" / "eval.json").stat().st_mtime_ns == stamp

@@ -33,6 +33,7 @@ class SyntheticFlowConfig:
     background_translation: float = 2.0
     background_rotation_deg: float = 1.0
     background_scale: float = 0.02
+    static_background: float = 0.0  # probability that the background (camera) stays still
     photometric_noise: float = 0.0  # std of Gaussian noise added to frames; 0 keeps brightness constancy exact
     image_dir: str | None = None  # None: procedural textures; a folder: crops of its photos
     translation_power: float = 1.0  # translation length = max * u^power, u uniform: > 1 favours small motions
@@ -64,6 +65,8 @@ class SyntheticFlowConfig:
             raise ValueError(f"foreground_size must be fractions 0 < min <= max <= 1, got {self.foreground_size}")
         if self.translation_power <= 0:
             raise ValueError(f"translation_power must be > 0, got {self.translation_power}")
+        if not 0 <= self.static_background <= 1:
+            raise ValueError(f"static_background must be a probability in [0, 1], got {self.static_background}")
         if self.photometric_noise < 0:
             raise ValueError(f"photometric_noise must be >= 0, got {self.photometric_noise}")
 
@@ -120,9 +123,13 @@ class SyntheticFlowDataset(SeededDataset):
         """Background plus a random number of foreground layers, back to front."""
         cfg = self.config
         frame_center = ((cfg.width - 1) / 2, (cfg.height - 1) / 2)
+        # A still camera, as in much real footage, with probability static_background (no draw when 0,
+        # so configs without it keep their exact samples).
+        still = cfg.static_background > 0 and float(torch.rand((), generator=generator)) < cfg.static_background
+        moves = 0.0 if still else 1.0
         background_motion = random_motion(
-            generator, frame_center, cfg.background_translation, cfg.background_rotation_deg, cfg.background_scale, 0.0,
-            cfg.translation_power,
+            generator, frame_center, moves * cfg.background_translation, moves * cfg.background_rotation_deg,
+            moves * cfg.background_scale, 0.0, cfg.translation_power,
         )
         layers = [
             covering_layer(

@@ -13,6 +13,7 @@ At the end it scores EPE on held-out synthetic pairs beside zero flow and OpenCV
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -20,7 +21,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from hidden2stream.cli import OneLineParser, existing_dir, existing_path, frame_count, image_size, positive_int
+from hidden2stream.cli import (OneLineParser, existing_dir, existing_path, frame_count, image_size, positive_int,
+                               probability)
 from hidden2stream.data.clips import VideoWindowDataset
 from hidden2stream.data.synthetic_flow import SyntheticFlowConfig, SyntheticFlowDataset
 from hidden2stream.data.augment import clip_augmentation
@@ -57,6 +59,12 @@ RECIPES: dict[str, dict] = {
                         "supervised": True, "scale_range": (0.6, 1.0), "lr": 4e-4, "steps": 3000,
                         "warmup": 200, "weight_decay": 0.0, "eval_items": 24,
                         "images": shared_data("images")},
+    # Its second stage (with --init: a corr-supervised checkpoint): the decoder also refines the 1/2
+    # level, and half of the synthetic clips have a still camera, as 4 of the 7 shared clips do.
+    "corr-refine": {"model": "corr", "frames": 2, "size": (320, 320), "motions": "realistic",
+                    "supervised": True, "scale_range": (0.6, 1.0), "lr": 1e-4, "steps": 300,
+                    "warmup": 20, "weight_decay": 0.0, "eval_items": 24, "refine_half": True,
+                    "static_background": 0.5, "images": shared_data("images")},
 }
 
 
@@ -94,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--motions", choices=["small", "realistic"], default="small",
                    help="synthetic motion ranges: small (up to 4 px, the 64x64 default) or realistic "
                         "(in proportion to the frame: up to 12%% of its side, most motions small)")
+    p.add_argument("--static-background", type=probability, default=0.0,
+                   help="synthetic data: probability that the background (camera) stays still, as in much "
+                        "real footage (default 0: it always moves a little)")
     p.add_argument("--supervised", action="store_true",
                    help="beyond the paper: train on the synthetic data's exact flow (multi-scale EPE), "
                         "a warm start before unsupervised training on real video")
@@ -150,6 +161,7 @@ def datasets(args: argparse.Namespace):
         synthetic = SyntheticFlowConfig.realistic(args.frames, height, width, images)
     else:
         synthetic = SyntheticFlowConfig(frames=args.frames, height=height, width=width, image_dir=images)
+    synthetic = dataclasses.replace(synthetic, static_background=args.static_background)
     held_out = SyntheticFlowDataset(args.eval_items, synthetic, seed=10_000 + args.seed)
     if args.videos:
         train_set = VideoWindowDataset(args.videos, frames=args.frames, size=args.size, part="train",
