@@ -28,7 +28,7 @@ from hidden2stream.models.hidden import HIDDEN_KINDS
 from hidden2stream.models.motionnet import MOTIONNETS, MotionNetConfig
 from hidden2stream.models.streams import STREAM_ARCHS
 from hidden2stream.models.two_stream import HiddenTwoStream, HiddenTwoStreamConfig, build_two_stream
-from hidden2stream.pretrained import load_motionnet_into, load_two_stream
+from hidden2stream.pretrained import load_motionnet, load_motionnet_into, load_two_stream
 from hidden2stream.report import action_table, confusion_image, markdown_table, save_confusion_png, save_flow_pictures
 from hidden2stream.train.checkpoint import unwrap
 from hidden2stream.train.distributed import init_distributed, shutdown_distributed
@@ -78,12 +78,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def motion_config(args: argparse.Namespace) -> MotionNetConfig:
+    """``--motion`` for windows of ``--frames``; with a ``--motion-checkpoint`` of that variant, its layers
+    (the trained weights decide the widths and refinements, e.g. the shipped corr's ``refine_half``)."""
+    config = MotionNetConfig(args.motion, args.frames)
+    if args.motion_checkpoint:
+        trained = load_motionnet(args.motion_checkpoint).config
+        if trained.variant == config.variant:  # another variant: refused in one line by build_model
+            config = dataclasses.replace(config, layers=trained.layers)
+    return config
+
+
 def model_config(args: argparse.Namespace, classes: list[str]) -> HiddenTwoStreamConfig:
     """The network the options describe, labelled with the data's classes and input size (what a
     checkpoint must match to resume, and all ``load_two_stream`` needs to rebuild it); an invalid
     combination of options is one line naming them."""
     return options_check("model options", lambda: HiddenTwoStreamConfig(
-        num_classes=len(classes), motion=MotionNetConfig(args.motion, args.frames), spatial_arch=args.spatial_arch,
+        num_classes=len(classes), motion=motion_config(args), spatial_arch=args.spatial_arch,
         temporal_arch=args.temporal_arch, hidden=args.hidden, fusion=args.fusion,
         temporal_fusion=args.temporal_fusion, segments=args.segments, dropout=args.dropout,
         class_names=tuple(classes), size=args.size))
