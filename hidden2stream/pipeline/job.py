@@ -65,14 +65,15 @@ def run_pipeline(out: Path, quick: bool, resume: bool, pretrain_motion: bool, de
     common = dict(frames=FRAMES, size=SIZE, device=device, resume=resume)
     summary: dict = {}
     if pretrain_motion:
-        summary["motion"] = pretrain.run(stage_options(pretrain.recipe_parser("cpu"), out=out / "motion", steps=60 if quick else 1500,
-                                                       eval_items=8 if quick else 32, **common))
+        summary["motion"] = pretrain.run(stage_options(pretrain.recipe_parser("cpu"), out=out / "motion",
+                                                       steps=60 if quick else 1500, eval_items=8 if quick else 32,
+                                                       **common))
         motion = dict(motion="tiny", motion_checkpoint=str(out / "motion" / "checkpoint.pt"))
     else:
         motion = dict(motion="corr", motion_checkpoint="default")
     data = dict(train_items=400, test_items=48) if quick else {}
     joint = two_stream.run(stage_options(two_stream.build_parser(), out=out / "two_stream",
-                                         steps=40 if quick else 300, **motion, **data, **common))
+                                         steps=20 if quick else 300, **motion, **data, **common))
     summary["two_stream"] = joint.summary
     scores = resumed_real_flow_scores(motion["motion_checkpoint"], out / "real_flow.json", resume)
     if scores is not None:
