@@ -108,6 +108,12 @@ def _build_motionnet(path: Path, config: MotionNetConfig, weights: dict[str, Any
     return model
 
 
+def motionnet_config(source: str | Path) -> MotionNetConfig:
+    """The config of the trained MotionNet in ``source`` (as :func:`load_motionnet` reads it),
+    without building the network."""
+    return _motionnet_parts(source)[1]
+
+
 def load_motionnet(source: str | Path, frames: int | None = None) -> nn.Module:
     """The trained MotionNet of ``source`` (a checkpoint of either kind or a shipped weights name).
 

@@ -9,9 +9,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from hidden2stream.cli import OneLineParser
 from hidden2stream.errors import CheckpointError, UserError
 from hidden2stream.train.checkpoint import load_checkpoint, save_atomic
 from hidden2stream.train.loop import TrainConfig, TrainingDiverged, train
+from hidden2stream.train.options import add_train_args
 from hidden2stream.train.runtime import Runtime
 from hidden2stream.train.sampler import DistributedStepSampler
 from hidden2stream.train.schedule import build_scheduler, load_schedule
@@ -126,9 +128,17 @@ def test_checkpoint_of_another_schedule_is_refused_in_one_line():
         assert "\n" not in str(info.value)
 
 
-def test_negative_warmup_is_a_user_error():
-    with pytest.raises(UserError, match="--warmup -3"):
+def test_negative_warmup_is_refused(capsys):
+    """A contract error in the library; one line from the command line, where the user types it."""
+    with pytest.raises(ValueError, match="warmup_steps must be 0 or more, got -3"):
         build_scheduler(two_group_optimizer(), 10, -3, (), 0.5)
+    parser = OneLineParser()
+    add_train_args(parser, steps=10, batch_size=2, lr=1e-3, weight_decay=0.0, warmup=0, checkpoint_every=5,
+                   log_every=5)
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["--warmup", "-3"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and "--warmup: -3 must be >= 0" in err
 
 
 def test_logged_lr_is_the_rate_each_logged_step_used(tmp_path):

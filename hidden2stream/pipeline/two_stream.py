@@ -28,7 +28,7 @@ from hidden2stream.models.hidden import HIDDEN_KINDS
 from hidden2stream.models.motionnet import MOTIONNETS, MotionNetConfig
 from hidden2stream.models.streams import STREAM_ARCHS
 from hidden2stream.models.two_stream import HiddenTwoStream, HiddenTwoStreamConfig, build_two_stream
-from hidden2stream.pretrained import load_motionnet, load_motionnet_into, load_two_stream
+from hidden2stream.pretrained import load_motionnet_into, load_two_stream, motionnet_config
 from hidden2stream.report import action_table, confusion_image, markdown_table, save_confusion_png, save_flow_pictures
 from hidden2stream.train.checkpoint import unwrap
 from hidden2stream.train.distributed import init_distributed, shutdown_distributed
@@ -83,7 +83,7 @@ def motion_config(args: argparse.Namespace) -> MotionNetConfig:
     (the trained weights decide the widths and refinements, e.g. the shipped corr's ``refine_half``)."""
     config = MotionNetConfig(args.motion, args.frames)
     if args.motion_checkpoint:
-        trained = load_motionnet(args.motion_checkpoint).config
+        trained = motionnet_config(args.motion_checkpoint)
         if trained.variant == config.variant:  # another variant: refused in one line by build_model
             config = dataclasses.replace(config, layers=trained.layers)
     return config

@@ -17,7 +17,7 @@ def add_train_args(parser: argparse.ArgumentParser, *, steps: int, batch_size: i
     opt.add_argument("--accumulation", type=positive_int, default=1, help="gradient accumulation steps")
     opt.add_argument("--lr", type=non_negative_float, default=lr)
     opt.add_argument("--weight-decay", type=non_negative_float, default=weight_decay)
-    opt.add_argument("--warmup", type=int, default=warmup, help="linear warm-up steps")
+    opt.add_argument("--warmup", type=non_negative_int, default=warmup, help="linear warm-up steps")
     opt.add_argument("--grad-clip", type=non_negative_float, default=10.0, help="max gradient norm, 0 = off")
     run = parser.add_argument_group("run")
     run.add_argument("--workers", type=int, default=1, help="DataLoader worker processes")

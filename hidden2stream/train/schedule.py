@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch.optim.lr_scheduler import ChainedScheduler, LinearLR, LRScheduler, MultiStepLR
 
-from hidden2stream.errors import CheckpointError, UserError
+from hidden2stream.errors import CheckpointError
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, steps: int, warmup_steps: int,
@@ -29,7 +29,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, steps: int, warmup_steps: 
     """Warm-up (when ``warmup_steps`` > 1) chained with step decay; ``milestones`` are fractions of
     ``steps``. Building it sets every group's rate to its step-0 value (``initial_lr`` keeps the base)."""
     if warmup_steps < 0:
-        raise UserError(f"--warmup {warmup_steps} must be 0 or more steps")
+        raise ValueError(f"warmup_steps must be 0 or more, got {warmup_steps}")
     schedulers: list[LRScheduler] = []
     if warmup_steps > 1:
         schedulers.append(LinearLR(optimizer, start_factor=1.0 / warmup_steps, total_iters=warmup_steps - 1))
