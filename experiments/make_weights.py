@@ -9,7 +9,8 @@ photo layers from ``<shared>/data/images`` with realistic motions, 320x320 rende
 1. ``pretrain_motion.py --recipe corr-supervised`` (``OUT/supervised``, ``--steps``);
 2. ``pretrain_motion.py --recipe corr-refine --init OUT/supervised/checkpoint.pt``
    (``OUT/refine``, ``--refine-steps``): the decoder grows a 1/2-level refinement and half of the
-   clips have a still camera.
+   clips have a still camera; the model config adds the Lucas-Kanade refinement of the
+   full-resolution flow (``hidden2stream/flow/refine.py``, no weights).
 
 It copies the second stage's weights to ``hidden2stream/weights/`` and records them in
 ``MANIFEST.json`` with their sha256, this command, the data, the steps and CPU time of both stages
@@ -89,7 +90,8 @@ def package(runs: list[Path], name: str, command: str, eval_items: int) -> dict:
              "model": config.variant, "trained_frames": config.frames, "command": command,
              "data": f"exact flow of synthetic photo layers ({' then '.join(RECIPES)}: the 20 photos of "
                      "shared/data/images, realistic motions, 320x320 zoomed 0.6-1.0; stage 2: half the clips "
-                     "with a still camera); no real flow labels, flow_gt never trained on",
+                     "with a still camera; the full-resolution output refined by parameter-free Lucas-Kanade steps); no real "
+                     "flow labels, flow_gt never trained on",
              "steps": sum(int(c["step"]) for c in checkpoints),
              "stage_steps": [int(c["step"]) for c in checkpoints],
              "train_cpu_minutes": round(sum(float(c.get("seconds", 0)) for c in checkpoints) / 60, 1),

@@ -36,7 +36,7 @@ from torch import nn
 from hidden2stream.errors import UserError
 from hidden2stream.models import motionnet_corr
 from hidden2stream.models.hidden import StackedHiddenStream, flow_to_clip, flow_to_stack
-from hidden2stream.models.motionnet import DOWNSAMPLING
+from hidden2stream.models.motionnet import DOWNSAMPLING, refined_output
 from hidden2stream.models.motionnet_corr import CorrMotionNet
 from hidden2stream.models.two_stream import HiddenTwoStream
 
@@ -127,7 +127,7 @@ def finest_flow(motionnet: nn.Module, frames: torch.Tensor) -> torch.Tensor:
 
 class ExportableFlow(nn.Module):
     """``frames (B, T+1, 3, H, W)`` in [0, 1] -> full-resolution ``flow (B, T, 2, H, W)`` in pixels:
-    ``motionnet(frames, all_scales=False)``, shape-generic (any MotionNet variant)."""
+    ``motionnet(frames, all_scales=False)`` (refinement included), shape-generic (any MotionNet variant)."""
 
     def __init__(self, motionnet: nn.Module) -> None:
         super().__init__()
@@ -137,7 +137,7 @@ class ExportableFlow(nn.Module):
         height, width = frames.shape[-2:]
         finest = finest_flow(self.motionnet, frames)
         padded = (2 * finest.shape[-2], 2 * finest.shape[-1])
-        return upsample_flow(finest, padded)[..., :height, :width]
+        return refined_output(self.motionnet, frames, upsample_flow(finest, padded)[..., :height, :width])
 
 
 class _WithoutPyramid(nn.Module):

@@ -144,8 +144,8 @@ def load_motionnet_into(model: nn.Module, source: str | Path, option: str, built
     1/2-level context projection keeps its initialisation, every other weight is copied."""
     trained = load_motionnet(source, frames=model.config.frames)
     grown = trained.config.variant == "corr" and not trained.config.layers.refine_half and \
-        replace(trained.config, layers=replace(trained.config.layers, refine_half=True)) == model.config
-    if trained.config != model.config and not grown:
+        replace(trained.config, layers=replace(trained.config.layers, refine_half=True)).same_weights_as(model.config)
+    if not trained.config.same_weights_as(model.config) and not grown:
         raise CheckpointError(f"{option} {source} holds {trained.config.describe()}, "
                               f"{built_by} builds {model.config.describe()}")
     result = model.load_state_dict(trained.state_dict(), strict=not grown)

@@ -15,6 +15,7 @@ from helpers import load_script, run_script
 from hidden2stream.data.synthetic_actions import SyntheticActionDataset
 from hidden2stream.errors import CheckpointError, UserError
 from hidden2stream.flow.io import read_flo
+from hidden2stream.flow.refine import LucasKanadeRefinement
 from hidden2stream.models.motionnet import MotionNetConfig, build_motionnet
 from hidden2stream.pipeline import stage_options
 from hidden2stream.pipeline import pretrain as pipeline_pretrain
@@ -73,6 +74,8 @@ def test_pretraining_recipes_set_defaults_that_options_override():
     assert (refine.model, refine.refine_half, refine.static_background, refine.supervised, refine.steps) == (
         "corr", True, 0.5, True, 300)
     assert pipeline_pretrain.motion_config(refine).layers.refine_half
+    assert pipeline_pretrain.motion_config(refine).refinement == LucasKanadeRefinement()
+    assert pipeline_pretrain.motion_config(pretrain.parse_args(["--model", "corr"])).refinement is None
     with pytest.raises(SystemExit):
         pretrain.parse_args(["--recipe", "fastest"])
     with pytest.raises(SystemExit):

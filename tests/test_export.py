@@ -20,11 +20,13 @@ from test_benchmarks import load, one_clip, positive
 from hidden2stream.cli import run_cli
 from hidden2stream.export import ExportableFlow, ExportableTwoStream
 from hidden2stream.models.motionnet import MotionNetConfig, build_motionnet
+from hidden2stream.models.motionnet_corr import CorrLayers
 from hidden2stream.models.two_stream import hidden_two_stream
 from hidden2stream.train.checkpoint import save_atomic
 
 FLOW_TOLERANCE_PX = 1e-3
 LOGIT_TOLERANCE = 1e-4
+SMALL_CORR = CorrLayers(widths=(8, 8, 16, 16, 16), context=8, radius=1, decoder_widths=(16,))
 FLOW_GAIN = 30.0  # predictor weights x30: random-init flows of ~0.4 px become ~12 px, real-motion sizes
 
 
@@ -147,14 +149,34 @@ def test_export_corr_motionnet(tmp_path, onnx_packages):
     default's 49-offset cost volumes take minutes to export; experiments/export.py --motion corr
     checks that one on the shared clips)."""
     from hidden2stream.export import FLOW_OUTPUTS, export_onnx, max_abs_difference, ort_session
-    from hidden2stream.models.motionnet_corr import CorrLayers, CorrMotionNet
+    from hidden2stream.models.motionnet_corr import CorrMotionNet
 
-    config = MotionNetConfig("corr", 2, CorrLayers(widths=(8, 8, 16, 16, 16), context=8, radius=1, decoder_widths=(16,)))
-    model = CorrMotionNet(config).eval()
+    model = CorrMotionNet(MotionNetConfig("corr", 2, SMALL_CORR)).eval()
     path = export_onnx(ExportableFlow(model), torch.rand(1, 2, 3, 64, 64), tmp_path / "corr.onnx", FLOW_OUTPUTS)
     session = ort_session(path)
     for shape in [(2, 2, 3, 64, 64), (1, 2, 3, 50, 70)]:
         frames = torch.rand(*shape)
+        with torch.no_grad():
+            reference = model(frames, all_scales=False)
+        assert max_abs_difference(session, [reference], frames)[0] <= FLOW_TOLERANCE_PX
+
+
+def test_export_motionnet_with_refinement(tmp_path, onnx_packages):
+    """The Lucas-Kanade refinement (warps, image gradients, Gaussian windows, a 2x2 solve) exports
+    with free batch and size. Checked on frames with a real motion (a texture and its shift), where
+    the refinement converges, so float differences between the runtimes shrink from step to step;
+    on pure noise frames the iteration has no fixed point and amplifies them."""
+    from hidden2stream.export import FLOW_OUTPUTS, export_onnx, max_abs_difference, ort_session
+    from hidden2stream.flow.refine import LucasKanadeRefinement
+    from hidden2stream.models.motionnet_corr import CorrMotionNet
+    from test_refine import translated_pair
+
+    model = CorrMotionNet(MotionNetConfig("corr", 2, SMALL_CORR, LucasKanadeRefinement())).eval()
+    path = export_onnx(ExportableFlow(model), torch.rand(1, 2, 3, 64, 64), tmp_path / "refined.onnx", FLOW_OUTPUTS)
+    session = ort_session(path)
+    for batch, height, width in [(2, 64, 64), (1, 50, 70)]:
+        pairs = [translated_pair((1.3 * (-1) ** i, 0.7), height, width, seed=i) for i in range(batch)]
+        frames = torch.stack([torch.cat([frame1, frame2]) for frame1, frame2, _ in pairs])
         with torch.no_grad():
             reference = model(frames, all_scales=False)
         assert max_abs_difference(session, [reference], frames)[0] <= FLOW_TOLERANCE_PX

@@ -105,8 +105,10 @@ def test_realistic_motions_scale_with_the_frame() -> None:
 def test_refine_half_grows_from_a_trained_corr_network(tmp_path) -> None:
     """``refine_half`` adds a 1/2-level refinement: a trained corr network grows into it with every
     weight copied (the 1/32 ... 1/4 flows stay exactly the same), the new 1/2 level computes its own
-    flow; the other direction, or another network, is refused in one line."""
+    flow; the parameter-free Lucas-Kanade refinement may be added at the same time; the other
+    direction, or another network, is refused in one line."""
     from hidden2stream.errors import CheckpointError
+    from hidden2stream.flow.refine import LucasKanadeRefinement
     from hidden2stream.models.motionnet import build_motionnet
     from hidden2stream.models.motionnet import upsample_flow
     from hidden2stream.pretrained import load_motionnet_into
@@ -116,7 +118,7 @@ def test_refine_half_grows_from_a_trained_corr_network(tmp_path) -> None:
     trained = motionnet_corr(2).eval()
     path = save_atomic({"kind": "motionnet", "model_config": trained.config.to_dict(), "model": trained.state_dict()},
                        tmp_path / "corr.pt")
-    half = MotionNetConfig("corr", 2, CorrLayers(refine_half=True))
+    half = MotionNetConfig("corr", 2, CorrLayers(refine_half=True), LucasKanadeRefinement())  # as corr-refine
     grown = build_motionnet(half)
     load_motionnet_into(grown, path, "--init", "this run")
     frames = torch.rand(1, 2, 3, 64, 96)

@@ -47,10 +47,10 @@ def test_unknown_weights_name_is_one_clear_line():
         load_motionnet("nope")
 
 
-@pytest.mark.parametrize("name", ["Grove2", "Urban2"])
+@pytest.mark.parametrize("name", ["RubberWhale", "Grove2", "Urban2"])
 def test_shipped_pair_model_halves_zero_flow_error_on_real_pairs(name):
-    """Motions of several pixels (Grove2: 3.1 px mean, Urban2: 8.4 px): below half of zero flow's EPE.
-    (RubberWhale's 1.3 px mean motion is under the model's ~1 px error floor: not asserted.)"""
+    """Below half of zero flow's EPE on each real pair at its native size, sub-pixel motion
+    (RubberWhale: 1.3 px mean) as well as motions of several pixels (Grove2: 3.1 px, Urban2: 8.4 px)."""
     root = shared_data("flow_gt")
     if not (root / name).is_dir():
         pytest.skip(f"shared ground-truth pairs are absent at {root} (set H2S_SHARED)")

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hidden2stream.flow.refine import LucasKanadeRefinement, refine_window_flows
+
 NEGATIVE_SLOPE = 0.1
 DOWNSAMPLING = 32  # total stride of the encoder: inputs are padded to a multiple of this
 MOTIONNETS = ("paper", "tiny", "corr")  # the variants of the MotionNet family
@@ -61,12 +63,16 @@ class MotionNetConfig:
     ``variant``: ``paper`` / ``tiny`` (:class:`MotionNet` at the authors' or narrow widths) or
     ``corr`` (:class:`~hidden2stream.models.motionnet_corr.CorrMotionNet`). ``frames``: window
     length T+1 (gives T flows). ``layers``: the variant's widths (:class:`MotionNetLayers` or
-    ``CorrLayers``); None takes the variant's defaults.
+    ``CorrLayers``); None takes the variant's defaults. ``refinement``: a parameter-free
+    :class:`~hidden2stream.flow.refine.LucasKanadeRefinement` of the full-resolution output
+    (``all_scales=False``: what flow commands and benchmarks read; the multi-scale pyramid that
+    training and the hidden stream use is left as the network predicts it), or None.
     """
 
     variant: str = "tiny"
     frames: int = 11
     layers: Any = None
+    refinement: LucasKanadeRefinement | None = None
 
     FAMILY: ClassVar[str] = "motionnet"
     VERSION: ClassVar[int] = 1
@@ -83,6 +89,8 @@ class MotionNetConfig:
         if type(layers) is not type(default):
             raise TypeError(f"MotionNet-{self.variant} takes {type(default).__name__}, got {type(layers).__name__}")
         object.__setattr__(self, "layers", layers)
+        if isinstance(self.refinement, dict):
+            object.__setattr__(self, "refinement", LucasKanadeRefinement(**self.refinement))
 
     @property
     def window_free(self) -> bool:
@@ -94,6 +102,11 @@ class MotionNetConfig:
         """The same network for windows of ``frames`` frames."""
         return replace(self, frames=frames)
 
+    def same_weights_as(self, other: "MotionNetConfig") -> bool:
+        """True when ``other`` holds the same weights (configs equal but for the parameter-free
+        ``refinement``)."""
+        return replace(self, refinement=None) == replace(other, refinement=None)
+
     def describe(self) -> str:
         """A short name for messages: ``MotionNet-tiny (T+1=6)``."""
         return f"MotionNet-{self.variant} (T+1={self.frames})"
@@ -102,12 +115,15 @@ class MotionNetConfig:
         """Plain primitives for a checkpoint, tagged with the family and format version."""
         layers = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.layers).items()}
         return {"family": self.FAMILY, "version": self.VERSION, "variant": self.variant,
-                "frames": self.frames, "layers": layers}
+                "frames": self.frames, "layers": layers,
+                "refinement": None if self.refinement is None else self.refinement.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "MotionNetConfig":
-        """Inverse of :meth:`to_dict` (the tag is checked by ``checkpoint.model_config_of``)."""
-        return cls(variant=data["variant"], frames=int(data["frames"]), layers=dict(data["layers"]))
+        """Inverse of :meth:`to_dict` (the tag is checked by ``checkpoint.model_config_of``; a config
+        saved before refinements existed has none)."""
+        return cls(variant=data["variant"], frames=int(data["frames"]), layers=dict(data["layers"]),
+                   refinement=data.get("refinement"))
 
 
 def upsample_flow(flow: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -295,9 +311,20 @@ class MotionNet(nn.Module):
 
         ``all_scales`` (default: ``self.training``): True gives five flows, coarse to fine, the
         i-th ``(B, T, 2, ceil(H / 2^(5-i)), ceil(W / 2^(5-i)))`` in pixels of its level; False gives
-        the full-resolution flow ``(B, T, 2, H, W)`` in pixels (the 1/2 level upsampled x2).
+        the full-resolution flow ``(B, T, 2, H, W)`` in pixels (the 1/2 level upsampled x2, then
+        refined as ``config.refinement`` says).
         """
-        return self.decode(self.encode(frames), all_scales, frames.shape[-2:])
+        return refined_output(self, frames, self.decode(self.encode(frames), all_scales, frames.shape[-2:]))
+
+
+def refined_output(model: nn.Module, frames: torch.Tensor,
+                   flows: list[torch.Tensor] | torch.Tensor) -> list[torch.Tensor] | torch.Tensor:
+    """A MotionNet's output with its config's refinement applied to the full-resolution form
+    (a tensor); the pyramid (a list) is returned as it is."""
+    refinement = model.config.refinement
+    if refinement is None or isinstance(flows, list):
+        return flows
+    return refine_window_flows(frames, flows, refinement).to(flows.dtype)
 
 
 def build_motionnet(config: MotionNetConfig) -> nn.Module:

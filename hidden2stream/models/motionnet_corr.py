@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hidden2stream.flow.warp import backward_warp
-from hidden2stream.models.motionnet import NEGATIVE_SLOPE, MotionNetConfig, normalised_padded, upsample_flow
+from hidden2stream.models.motionnet import (NEGATIVE_SLOPE, MotionNetConfig, normalised_padded, refined_output,
+                                            upsample_flow)
 
 LEVELS = 5  # outputs at 1/32, 1/16, 1/8, 1/4, 1/2
 INITIAL_SHARPNESS = 10.0  # softmax temperature^-1 on cosine costs in [-1, 1]
@@ -210,9 +211,9 @@ class CorrMotionNet(nn.Module):
 
         ``all_scales`` (default: ``self.training``): True gives five flows, coarse to fine, the
         i-th ``(B, T, 2, ceil(H / 2^(5-i)), ceil(W / 2^(5-i)))`` in pixels of its level; False gives
-        the full-resolution flow ``(B, T, 2, H, W)`` in pixels.
+        the full-resolution flow ``(B, T, 2, H, W)`` in pixels, refined as ``config.refinement`` says.
         """
-        return self.decode(self.encode(frames), all_scales, frames.shape[-2:])
+        return refined_output(self, frames, self.decode(self.encode(frames), all_scales, frames.shape[-2:]))
 
 
 def motionnet_corr(frames: int = 2, weights: str | None = None) -> CorrMotionNet:

@@ -27,6 +27,7 @@ from hidden2stream.data.clips import VideoWindowDataset
 from hidden2stream.data.synthetic_flow import SyntheticFlowConfig, SyntheticFlowDataset
 from hidden2stream.data.augment import clip_augmentation
 from hidden2stream.errors import UserError
+from hidden2stream.flow.refine import LucasKanadeRefinement
 from hidden2stream.evaluate import (evaluate_classic_flow, evaluate_classic_photometric, evaluate_flow,
                                     evaluate_photometric)
 from hidden2stream.losses.motion import PRESETS
@@ -60,11 +61,12 @@ RECIPES: dict[str, dict] = {
                         "warmup": 200, "weight_decay": 0.0, "eval_items": 24,
                         "images": shared_data("images")},
     # Its second stage (with --init: a corr-supervised checkpoint): the decoder also refines the 1/2
-    # level, and half of the synthetic clips have a still camera, as 4 of the 7 shared clips do.
+    # level, and half of the synthetic clips have a still camera, as 4 of the 7 shared clips do; the
+    # full-resolution output gets the Lucas-Kanade refinement (parameter-free: training is unchanged).
     "corr-refine": {"model": "corr", "frames": 2, "size": (320, 320), "motions": "realistic",
                     "supervised": True, "scale_range": (0.6, 1.0), "lr": 1e-4, "steps": 300,
                     "warmup": 20, "weight_decay": 0.0, "eval_items": 24, "refine_half": True,
-                    "static_background": 0.5, "images": shared_data("images")},
+                    "static_background": 0.5, "refinement": "lk", "images": shared_data("images")},
 }
 
 
@@ -94,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refine-half", action="store_true",
                    help="--model corr: refine the flow at 1/2 resolution too (finer flow, slower); --init "
                         "may name a corr checkpoint without it (the new level starts from scratch)")
+    p.add_argument("--refinement", choices=["none", "lk"], default="none",
+                   help="refine the full-resolution flow with parameter-free Lucas-Kanade steps (lk; "
+                        "hidden2stream.flow.refine), stored in the model config: flow commands get it")
     p.add_argument("--init", type=existing_path,
                    help="start from the weights of this MotionNet checkpoint (e.g. synthetic pretraining "
                         "before --videos); --resume takes precedence")
@@ -144,11 +149,12 @@ def scale_range(text: str) -> tuple[float, float]:
 
 
 def motion_config(args: argparse.Namespace) -> MotionNetConfig:
-    """The MotionNet this run trains (``--model``, ``--frames``, ``--refine-half``): stored with its
-    checkpoints."""
+    """The MotionNet this run trains (``--model``, ``--frames``, ``--refine-half``, ``--refinement``):
+    stored with its checkpoints."""
     if args.refine_half and args.model != "corr":
         raise UserError(f"--refine-half is an option of --model corr, not --model {args.model}")
-    return MotionNetConfig(args.model, args.frames, {"refine_half": True} if args.refine_half else None)
+    return MotionNetConfig(args.model, args.frames, {"refine_half": True} if args.refine_half else None,
+                           LucasKanadeRefinement() if args.refinement == "lk" else None)
 
 
 def datasets(args: argparse.Namespace):

@@ -80,12 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def motion_config(args: argparse.Namespace) -> MotionNetConfig:
     """``--motion`` for windows of ``--frames``; with a ``--motion-checkpoint`` of that variant, its layers
-    (the trained weights decide the widths and refinements, e.g. the shipped corr's ``refine_half``)."""
+    and refinement (the trained weights decide the widths, e.g. the shipped corr's ``refine_half``; the
+    refinement serves the flow read from the trained network, not its hidden stream)."""
     config = MotionNetConfig(args.motion, args.frames)
     if args.motion_checkpoint:
         trained = motionnet_config(args.motion_checkpoint)
         if trained.variant == config.variant:  # another variant: refused in one line by build_model
-            config = dataclasses.replace(config, layers=trained.layers)
+            config = dataclasses.replace(config, layers=trained.layers, refinement=trained.refinement)
     return config
 
 
