@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real-root", type=existing_dir, default=shared_data("flow_gt"),
                    help="folder of real pairs with ground truth (Middlebury or KITTI layout)")
     p.add_argument("--images", type=existing_dir, default=shared_data("images"), help="photos for the layers")
-    p.add_argument("--validation-items", type=positive_int, default=16, help="validation pairs at 320x320")
+    p.add_argument("--validation-items", type=positive_int, default=64, help="validation pairs at 320x320")
     p.add_argument("--items", type=positive_int, default=24, help="benchmark pairs at 224x224")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output folder")
     return p
