@@ -192,3 +192,25 @@ def test_flow_refinement_smoke(tmp_path, images_dir):
     default = next(r for r in rows if r["setting"] == bench.LucasKanadeRefinement().to_dict())
     assert default["real"] < 0.5 * rows[0]["real"]
     assert saved["chosen"] in (out / "flow_refinement.md").read_text()
+
+
+def test_loss_landscape_smoke(tmp_path, images_dir):
+    """Each loss preset at the exact, half and zero flow of synthetic pairs: the intensity presets
+    are lowest at the exact flow; a census weight scales the census term's pull linearly."""
+    out = tmp_path / "out"
+    result = load("benchmarks", "loss_landscape").main(
+        ["--items", "2", "--size", "64", "--census-weights", "1,6.5", "--images", str(images_dir), "--out", str(out)])
+    saved = json.loads((out / "loss_landscape.json").read_text())
+    assert saved == json.loads(json.dumps(result))
+    assert_machine(saved["machine"])
+    rows = {r["loss"]: r for r in saved["rows"]}
+    assert set(rows) == {"paper", "occlusion", "edge", "improved", "census", "census x1", "census x6.5"}
+    for name in ("paper", "improved"):
+        assert rows[name]["exact"]["total"] < rows[name]["half"]["total"] < rows[name]["zero"]["total"]
+    for row in rows.values():
+        assert row["margin"] == pytest.approx(row["zero"]["total"] - row["exact"]["total"])
+        assert row["margin_terms"]["smoothness"] <= 0  # zero flow is the smoothest: smoothness pulls toward it
+    x1, weighted = rows["census x1"]["margin_terms"], rows["census x6.5"]["margin_terms"]
+    assert weighted["photometric"] == pytest.approx(6.5 * x1["photometric"], rel=1e-4)
+    assert rows["census"]["margin"] == pytest.approx(rows["census x6.5"]["margin"], rel=1e-6)
+    assert "| improved |" in (out / "loss_landscape.md").read_text()

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from hidden2stream.flow.warp import pixel_grid
+from hidden2stream.losses.census import census_distance
 from hidden2stream.losses.charbonnier import charbonnier
-from hidden2stream.losses.motion import PRESETS, MotionLossConfig, multiscale_motion_loss
+from hidden2stream.losses.motion import CENSUS_WEIGHT, PRESETS, MotionLossConfig, multiscale_motion_loss
 from hidden2stream.losses.occlusion import forward_backward_occlusion
 from hidden2stream.losses.photometric import photometric_loss
 from hidden2stream.losses.smoothness import smoothness_loss
@@ -40,6 +41,27 @@ def test_photometric_loss_true_flow_vs_zero_flow():
     assert true_loss.ndim == 0 and true_loss < 0.1 * zero_loss
     identical = photometric_loss(frame0, frame0, torch.zeros(1, 2, 32, 32), alpha=0.5, eps=1e-3)
     assert identical.item() == pytest.approx(1e-3, rel=1e-3)  # only the eps term is left
+
+
+def test_census_distance_ignores_brightness_and_sees_motion():
+    frame = smooth_texture(24, 24)[None]
+    brighter = (frame * 0.8 + 0.15).clamp(0, 1)  # another exposure, same structure
+    shifted = smooth_texture(24, 24, dx=2.0)[None]
+    assert census_distance(frame, frame).abs().max() == 0
+    assert census_distance(frame, shifted).shape == (1, 1, 24, 24)
+    moved = census_distance(frame, shifted)[..., 3:-3, 3:-3].mean()
+    assert census_distance(frame, brighter)[..., 3:-3, 3:-3].mean() < 0.05 * moved
+
+
+def test_census_photometric_loss_prefers_true_flow_under_a_brightness_change():
+    frame0 = smooth_texture(32, 32)[None]
+    frame1 = (smooth_texture(32, 32, dx=2.0, dy=1.0)[None] * 0.8 + 0.15).clamp(0, 1)
+    true_flow, zero_flow = constant_flow(1, 32, 32, 2.0, 1.0), torch.zeros(1, 2, 32, 32)
+    census_ratio = (photometric_loss(frame0, frame1, true_flow, census=True)
+                    / photometric_loss(frame0, frame1, zero_flow, census=True))
+    # the intensity penalty pays for the brightness change even at the true flow
+    intensity_ratio = photometric_loss(frame0, frame1, true_flow) / photometric_loss(frame0, frame1, zero_flow)
+    assert census_ratio < 0.3 and intensity_ratio > 0.5
 
 
 def test_photometric_loss_mask_and_border():
@@ -113,7 +135,9 @@ def test_presets():
     assert fine_tune == pytest.approx((0.016, 0.008, 0.004, 0.002, 0.001))
     improved = MotionLossConfig.improved()
     assert improved.occlusion and improved.edge_weight == 10.0
-    assert set(PRESETS) == {"paper", "occlusion", "edge", "improved"}
+    assert set(PRESETS) == {"paper", "occlusion", "edge", "improved", "census"}
+    census = PRESETS["census"]()
+    assert census.census and census.occlusion and census.photometric_weight == CENSUS_WEIGHT
     assert PRESETS["occlusion"]().occlusion and PRESETS["edge"]().edge_weight > 0
     assert all(isinstance(factory(), MotionLossConfig) for factory in PRESETS.values())
 

@@ -38,6 +38,9 @@ class MotionLossConfig:
       by forward-backward consistency; needs backward flows, ignored without them.
     - ``edge_weight`` (beyond the paper): > 0 makes smoothness edge-aware, letting the flow change
       across image edges (weights ``exp(-edge_weight * |image gradient|)``).
+    - ``census`` (beyond the paper): the reconstruction term compares census transforms instead
+      of intensities (:mod:`hidden2stream.losses.census`), robust to brightness changes; its scale
+      differs from the intensity term's, so ``photometric_weight`` goes with it (preset ``census``).
     """
 
     photometric_weight: float = 1.0
@@ -50,6 +53,7 @@ class MotionLossConfig:
     border: float = 0.1
     occlusion: bool = False
     edge_weight: float = 0.0
+    census: bool = False
 
     @classmethod
     def paper(cls) -> MotionLossConfig:
@@ -67,6 +71,17 @@ class MotionLossConfig:
         return cls(occlusion=True, edge_weight=10.0)
 
 
+CENSUS_WEIGHT = 6.5  # the census term's pull toward the exact flow matched to the intensity term's
+
+
+def _census_preset() -> MotionLossConfig:
+    """``improved`` with the census term for the intensity one, weighted by ``CENSUS_WEIGHT``: at
+    weight 1 its margin between zero flow and the exact flow is 6.5-6.8x smaller than the intensity
+    term's (``benchmarks/loss_landscape.py``, realistic pairs at 96 and 256 px), so for sub-pixel
+    motions the smoothness term's pull toward zero flow outweighs it and training collapses."""
+    return replace(MotionLossConfig.improved(), census=True, photometric_weight=CENSUS_WEIGHT)
+
+
 def _occlusion_preset() -> MotionLossConfig:
     return replace(MotionLossConfig.paper(), occlusion=True)
 
@@ -80,6 +95,7 @@ PRESETS: dict[str, Callable[[], MotionLossConfig]] = {
     "occlusion": _occlusion_preset,
     "edge": _edge_preset,
     "improved": MotionLossConfig.improved,
+    "census": _census_preset,
 }
 
 
@@ -95,7 +111,7 @@ def _direction_terms(
 ) -> tuple[Tensor, Tensor]:
     """Photometric and SSIM losses of reconstructing frame0 from frame1 warped by ``flow``."""
     photometric = photometric_loss(
-        frame0, frame1, flow, config.photometric_alpha, config.eps, 255.0, config.border, mask
+        frame0, frame1, flow, config.photometric_alpha, config.eps, 255.0, config.border, mask, config.census
     )
     warped, valid = backward_warp(frame1, flow)
     if mask is not None:

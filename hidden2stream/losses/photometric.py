@@ -5,6 +5,7 @@ import torch
 from torch import Tensor
 
 from hidden2stream.flow.warp import backward_warp
+from hidden2stream.losses.census import census_distance
 from hidden2stream.losses.charbonnier import charbonnier
 
 
@@ -27,6 +28,7 @@ def photometric_loss(
     beta: float = 255.0,
     border: float = 0.1,
     mask: Tensor | None = None,
+    census: bool = False,
 ) -> Tensor:
     """Charbonnier penalty of ``frame0 - backward_warp(frame1, flow)``, as a 0-dim tensor.
 
@@ -37,12 +39,19 @@ def photometric_loss(
     The masked mean is taken per sample, then averaged over the batch, so the loss of a batch
     split over several processes averages to the loss of the whole batch (DDP gives the same
     result for any world size). An empty mask gives 0 rather than NaN.
+
+    ``census=True`` (beyond the paper) penalises the census distance of the two images instead of
+    their intensity difference, as ``charbonnier(distance, alpha / 2, eps)``, i.e. about
+    ``distance^0.4`` with the paper's alpha (UnFlow's and UFlow's robust exponent; ``beta`` unused).
     """
     warped, valid = backward_warp(frame1, flow)
     height, width = flow.shape[-2:]
     weight = valid * _border_mask(height, width, border, valid)
     if mask is not None:
         weight = weight * mask.to(weight.dtype)
-    penalty = charbonnier(frame0 - warped, alpha, eps, beta)
-    per_sample = (penalty * weight).sum((1, 2, 3)) / (weight.sum((1, 2, 3)) * frame0.shape[1] + 1e-6)
+    if census:
+        penalty = charbonnier(census_distance(frame0, warped), alpha / 2, eps)
+    else:
+        penalty = charbonnier(frame0 - warped, alpha, eps, beta)
+    per_sample = (penalty * weight).sum((1, 2, 3)) / (weight.sum((1, 2, 3)) * penalty.shape[1] + 1e-6)
     return per_sample.mean()
