@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=image_size, default=(64, 64), help="training crop, N or HxW")
     p.add_argument("--loss", default="improved", choices=sorted(PRESETS),
                    help="loss preset: paper = the paper's three losses; occlusion/edge/improved add "
-                        "forward-backward occlusion masking and/or edge-aware smoothness")
+                        "forward-backward occlusion masking and/or edge-aware smoothness; census = improved "
+                        "with a census (brightness-robust) photometric term")
     p.add_argument("--videos", type=existing_dir, help="train on T+1 windows of the videos in DIR")
     p.add_argument("--short-side", type=positive_int,
                    help="with --videos: resize frames to this shorter side, then crop --size (random crops for "
