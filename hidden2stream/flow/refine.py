@@ -6,7 +6,7 @@ an excellent starting point for the classical Lucas-Kanade step (Lucas & Kanade 
 inverse search of DIS, Kroeger et al. 2016): frame 2 is backward-warped by the current flow and
 the remaining displacement ``d`` minimises ``sum_window w (I_t + grad I . d)^2`` over a Gaussian
 window, i.e. solves the 2x2 system of the structure tensor at every pixel. Coarse to fine over
-``scales`` (1/2, then full resolution), a few iterations each.
+``scales`` (by default 1/4, 1/2, then full resolution), a few iterations each.
 
 Where the window has no texture (structure tensor below ``damping``) the system is damped toward
 ``d = 0``: the CNN's flow is kept there, which is the aperture problem's answer a learned prior
@@ -27,6 +27,7 @@ from kornia.filters import get_gaussian_kernel1d, get_spatial_gradient_kernel2d
 from torch import Tensor
 
 from hidden2stream.flow.warp import backward_warp
+from hidden2stream.train.checkpoint import plain
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class LucasKanadeRefinement:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain primitives for a checkpoint."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return plain(asdict(self))
 
 
 def _downscale(x: Tensor, factor: int) -> Tensor:

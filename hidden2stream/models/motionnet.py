@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hidden2stream.flow.refine import LucasKanadeRefinement, refine_window_flows
+from hidden2stream.train.checkpoint import plain
 
 NEGATIVE_SLOPE = 0.1
 DOWNSAMPLING = 32  # total stride of the encoder: inputs are padded to a multiple of this
@@ -113,9 +114,8 @@ class MotionNetConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain primitives for a checkpoint, tagged with the family and format version."""
-        layers = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.layers).items()}
         return {"family": self.FAMILY, "version": self.VERSION, "variant": self.variant,
-                "frames": self.frames, "layers": layers,
+                "frames": self.frames, "layers": plain(asdict(self.layers)),
                 "refinement": None if self.refinement is None else self.refinement.to_dict()}
 
     @classmethod

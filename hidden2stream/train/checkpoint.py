@@ -89,18 +89,19 @@ def model_config_of(checkpoint: dict[str, Any], path: str | Path, family: str, v
 def check_config(saved: dict[str, Any], expected: dict[str, Any], path: str | Path) -> None:
     """Raise :class:`CheckpointError` naming the first key whose value differs."""
     for key in sorted(set(saved) | set(expected)):
-        a, b = _plain(saved.get(key)), _plain(expected.get(key))
+        a, b = plain(saved.get(key)), plain(expected.get(key))
         if a != b:
             raise CheckpointError(f"checkpoint {path} was made with {key}={a!r}, "
                                   f"this run uses {key}={b!r}")
 
 
-def _plain(value: Any) -> Any:
-    """Tuples and lists compare equal (a checkpoint round-trip may turn one into the other)."""
+def plain(value: Any) -> Any:
+    """``value`` with every tuple a list, at any depth: the form a checkpoint stores (and in which
+    tuples and lists compare equal: a checkpoint round-trip may turn one into the other)."""
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     return value
 
 
