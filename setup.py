@@ -4,7 +4,11 @@ setup(
     name="hidden2stream",
     version="0.1.0",
     description="Hidden two-stream action recognition: MotionNet learns flow without labels, end to end.",
-    packages=find_packages(include=["hidden2stream", "hidden2stream.*"]),
+    # experiments/ installs as hidden2stream_experiments, so that a plain `pip install .` has the
+    # scripts behind the `hidden2stream` command (experiments/command.py).
+    packages=find_packages(include=["hidden2stream", "hidden2stream.*"]) + ["hidden2stream_experiments"],
+    package_dir={"hidden2stream_experiments": "experiments"},
+    entry_points={"console_scripts": ["hidden2stream=hidden2stream_experiments.command:main"]},
     package_data={"hidden2stream": ["weights/*.pt", "weights/MANIFEST.json"]},
     python_requires=">=3.10",
     install_requires=[

@@ -11,10 +11,12 @@
 A two-stream checkpoint (``train_two_stream.py``) is rebuilt from its model config. Frames,
 segments, size, the synthetic classes, the seed and the streams default to the training run's, so
 without data options it is scored on the test set its training evaluated on. Under ``torchrun``
-every rank scores its share of the videos (each once) and the numbers equal one process's.
-Results go to ``--out`` (default: ``eval_<dataset>_w<windows>_<crops>[_flip]/`` beside the
-checkpoint): ``eval.json`` (clip and video top-1/top-5 per head, per-class accuracy, confusion
-matrices, time), ``eval.md`` (the tables), ``confusion.png`` and ``scores.pt`` (video scores per head).
+every rank scores its share of the videos (each once) and the numbers equal one process's. Test
+videos that are unreadable, too short or fail to decode are skipped, never replaced: the report
+says how many videos were scored and skipped (``eval.json``: ``videos``, ``skipped``, and why, in
+``skipped_videos``). Results go to ``--out`` (default: ``eval_<dataset>_w<windows>_<crops>[_flip]/``
+beside the checkpoint): ``eval.json`` (clip and video top-1/top-5 per head, per-class accuracy,
+confusion matrices, time), ``eval.md`` (the tables), ``confusion.png`` and ``scores.pt`` (video scores per head).
 
 A MotionNet checkpoint (``pretrain_motion.py``) is scored beside zero flow and OpenCV TV-L1
 (``--no-tvl1`` to skip it): EPE / Fl-all on held-out synthetic windows (the pretraining's
@@ -44,7 +46,7 @@ from hidden2stream.paths import shared_data
 from hidden2stream.models.motionnet import MotionNetConfig
 from hidden2stream.models.two_stream import HiddenTwoStreamConfig
 from hidden2stream.pretrained import checkpoint_config, load_motionnet, load_two_stream, motion_source, shipped_weights
-from hidden2stream.report import action_table, markdown_table, per_class_table, save_confusion_png
+from hidden2stream.report import action_table, markdown_table, per_class_table, save_confusion_png, video_counts
 from hidden2stream.train.checkpoint import load_checkpoint
 from hidden2stream.train.distributed import init_distributed, shutdown_distributed
 from hidden2stream.train.runtime import Runtime, add_runtime_args, runtime_from_args
@@ -158,7 +160,7 @@ def write_action_results(args: argparse.Namespace, path: Path, report: ActionRep
                "device": str(runtime.device), "processes": runtime.world_size, "videos_per_second": rate,
                **report.as_dict(),
                "per_class": {name: {h: v[c] for h, v in per_head.items()} for c, name in enumerate(classes)}}
-    text = (f"{path}: {report.videos} {args.dataset} test videos, {protocol_name(args)} = {report.clips} clips, "
+    text = (f"{path}: {args.dataset} test set, {video_counts(report)}; {protocol_name(args)} = {report.clips} clips, "
             f"{report.seconds:.1f} s ({rate:.1f} videos/s) on {runtime.device} x {runtime.world_size}\n"
             + action_table(report))
     if args.dataset == "synthetic":  # classes are (appearance, motion): which factor each head gets

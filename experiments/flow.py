@@ -2,31 +2,34 @@
 
     python experiments/flow.py --pair a.png b.png --out flow/          # the shipped weights
     python experiments/flow.py --video clip.mp4 --out flow/
+    python experiments/flow.py --video long.mp4 --max-side 480 --stride 2 --batch 16 --out flow/
+    python experiments/flow.py --video clip.mp4 --write-video clip_flow.mp4   # frame | flow, to watch
     python experiments/flow.py --checkpoint runs/motion/checkpoint.pt --video clip.mp4 --out flow/
 
-A video is cut into consecutive windows of T+1 frames that share their end frames, so the files
-``flow_00000.flo, flow_00001.flo, ...`` are the forward flows from frame i to frame i+1 (pixels,
-channel 0 = x). Without ``--checkpoint`` the shipped weights (``--weights default``) are used; they
-serve any window length, so a pair runs through a 2-frame model and a video through 11-frame
-windows. A checkpoint whose weights fit only its own window length gets a pair as a window whose
-later frames repeat the second frame; its first flow is written.
+``flow_00012.flo`` (and ``.png``) is the forward flow from frame 12 to frame 12 + ``--stride``
+(pixels, channel 0 = x). The model runs at a working size (``--size HxW``, or the native size with
+its longer side capped by ``--max-side``); every ``.flo`` is rescaled to the source's native size
+and pixels (see :mod:`hidden2stream.flow.runner`). A video is cut into windows of T+1 sampled
+frames that share their end frames, ``--batch`` windows per forward pass. Without
+``--checkpoint`` the shipped weights (``--weights default``) are used; they serve any window
+length, so a pair runs through a 2-frame model and a video through 11-frame windows. A
+checkpoint whose weights fit only its own window length gets a pair as a window whose later
+frames repeat the second frame; its first flow is written.
 """
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
-import torch
-from torchvision.io import ImageReadMode, decode_image
-from tqdm import tqdm
-
-from hidden2stream.cli import OneLineParser, existing_path, image_size, positive_int, run_cli
-from hidden2stream.data.video import probe_video, read_frames
+from hidden2stream.cli import (OneLineParser, add_quiet_arg, existing_path, image_size, options_check,
+                               positive_int, run_cli)
 from hidden2stream.errors import UserError
-from hidden2stream.flow.io import write_flo
-from hidden2stream.flow.visualize import flow_to_rgb, save_png
+from hidden2stream.flow.runner import write_pair_flow, write_video_flows
 from hidden2stream.pretrained import load_flow_model
-from hidden2stream.train.runtime import add_runtime_args, evaluation, runtime_from_args
+from hidden2stream.progress import set_quiet
+from hidden2stream.train.runtime import add_runtime_args, runtime_from_args
+from hidden2stream.video_writer import check_output
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,62 +44,43 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--video", type=existing_path)
     source.add_argument("--pair", type=existing_path, nargs=2, metavar=("FRAME0", "FRAME1"))
     p.add_argument("--out", type=Path, default=Path("flow_out"))
-    p.add_argument("--size", type=image_size, help="resize frames to N or HxW (default: native)")
+    work = p.add_mutually_exclusive_group()
+    work.add_argument("--size", type=image_size, help="working size N or HxW (default: native)")
+    work.add_argument("--max-side", type=positive_int,
+                      help="working size: the longer side at most N pixels, aspect kept (default: native)")
+    p.add_argument("--stride", type=positive_int, default=1, help="video: frames between the two frames of a flow")
+    p.add_argument("--batch", type=positive_int, default=8, help="video: windows per forward pass")
     p.add_argument("--max-flows", type=positive_int, default=100, help="video: flows to write at most")
     p.add_argument("--no-png", action="store_true", help="write .flo files only")
+    p.add_argument("--write-video", type=Path, metavar="OUT.mp4",
+                   help="video: also write frame | flow side by side, 480 px on the longer side and at least "
+                        "320 px tall (.mp4/.mkv/.mov, or a folder for PNG frames)")
+    add_quiet_arg(p)
     add_runtime_args(p)
     return p
 
 
-def _load_image(path: Path) -> torch.Tensor:
-    try:
-        return decode_image(str(path), mode=ImageReadMode.RGB).float() / 255
-    except RuntimeError as err:
-        raise UserError(f"{path} is not a readable image ({err})") from err
-
-
-def _windows(args: argparse.Namespace, frames: int):
-    """Yield ``(index of first flow, window (T+1, 3, H, W), number of flows to keep)``."""
-    if args.pair:
-        first, second = (_load_image(p) for p in args.pair)
-        if first.shape != second.shape:
-            raise UserError(f"{args.pair[0]} and {args.pair[1]} differ in size")
-        if args.size:
-            first, second = (torch.nn.functional.interpolate(f[None], size=args.size, mode="bilinear",
-                                                             antialias=True)[0] for f in (first, second))
-        yield 0, torch.stack([first] + [second] * (frames - 1)), 1
-        return
-    info = probe_video(args.video)
-    if info.num_frames < 2:
-        raise UserError(f"{args.video} has {info.num_frames} frame{'s' if info.num_frames != 1 else ''}: "
-                        "a flow needs at least 2")
-    total = min(info.num_frames - 1, args.max_flows)
-    steps = frames - 1
-    for start in range(0, total, steps):
-        count = min(steps, total - start)
-        window = read_frames(args.video, start, count + 1, size=args.size)
-        if count < steps:  # pad the last window by repeating its final frame
-            window = torch.cat([window, window[-1:].expand(steps - count, -1, -1, -1)])
-        yield start, window, count
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    set_quiet(args.quiet)
+    if args.write_video:
+        if args.pair:
+            raise UserError("--write-video needs --video")
+        options_check("--write-video", check_output, args.write_video)
     runtime = runtime_from_args(args)
     model = runtime.prepare(load_flow_model(args.checkpoint or args.weights, pair=bool(args.pair)))
     args.out.mkdir(parents=True, exist_ok=True)
-    written = 0
-    with evaluation(model):
-        for start, window, keep in tqdm(list(_windows(args, model.config.frames)), desc="flow", disable=None):
-            with runtime.autocast():
-                flow = model(window[None].to(runtime.device), all_scales=False)[0].float().cpu()
-            for i in range(keep):
-                name = args.out / f"flow_{start + i:05d}"
-                write_flo(name.with_suffix(".flo"), flow[i])
-                if not args.no_png:
-                    save_png(flow_to_rgb(flow[i]), name.with_suffix(".png"))
-                written += 1
-    print(f"wrote {written} flow{'s' if written != 1 else ''} to {args.out}/")
+    began = time.perf_counter()
+    if args.pair:
+        written = write_pair_flow(model, tuple(args.pair), args.out, runtime, args.size, args.max_side,
+                                  png=not args.no_png)
+    else:
+        written = write_video_flows(model, args.video, args.out, runtime, args.size, args.max_side, args.stride,
+                                    args.batch, args.max_flows, png=not args.no_png, video=args.write_video)
+    rate = written / (time.perf_counter() - began)
+    print(f"wrote {written} flow{'s' if written != 1 else ''} to {args.out}/ ({rate:.3g} pairs/s)")
+    if args.write_video:
+        print(f"wrote {written} frames of frame | flow to {args.write_video}")
     return written
 
 

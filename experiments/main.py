@@ -17,8 +17,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hidden2stream.cli import OneLineParser, run_cli
+from hidden2stream.cli import OneLineParser, add_quiet_arg, run_cli
 from hidden2stream.pipeline.job import run_pipeline
+from hidden2stream.progress import set_quiet
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -29,8 +30,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--pretrain-motion", action="store_true",
                    help="pretrain a tiny MotionNet without labels first, instead of the shipped weights")
     p.add_argument("--device", default="auto")
+    add_quiet_arg(p)
     args: argparse.Namespace = p.parse_args(argv)
-    return run_pipeline(args.out, args.quick, args.resume, args.pretrain_motion, args.device)
+    set_quiet(args.quiet)
+    return run_pipeline(args.out, args.quick, args.resume, args.pretrain_motion, args.device, args.quiet)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 from hidden2stream.cli import run_cli
 from hidden2stream.pipeline.pretrain import parse_args, run
+from hidden2stream.progress import set_quiet
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return run(parse_args(argv))
+    args = parse_args(argv)
+    set_quiet(args.quiet)
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -18,10 +18,16 @@ from __future__ import annotations
 
 from hidden2stream.cli import run_cli
 from hidden2stream.pipeline.two_stream import build_parser, run
+from hidden2stream.progress import set_quiet
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return run(build_parser().parse_args(argv)).summary
+    args = build_parser().parse_args(argv)
+    set_quiet(args.quiet)
+    result = run(args)
+    if result.text:
+        print(result.text)
+    return result.summary
 
 
 if __name__ == "__main__":

@@ -38,6 +38,13 @@ def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None =
         raise SystemExit(130) from None
 
 
+def add_quiet_arg(parser: argparse.ArgumentParser) -> None:
+    """Add ``--quiet``: no progress bars or progress lines (:mod:`hidden2stream.progress`);
+    the script calls ``set_quiet(args.quiet)``."""
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress output (a bar on a terminal, else a line every ~30 s on stderr)")
+
+
 def options_check(options: str, call: Callable[..., T], *args: object, **kwargs: object) -> T:
     """``call(*args, **kwargs)``, which builds or checks something from the command-line ``options`` alone;
     the ``ValueError`` the library raises for a bad value becomes a one-line :class:`UserError`

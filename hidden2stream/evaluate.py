@@ -6,21 +6,25 @@ of these numbers live in :mod:`hidden2stream.report`.
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm import tqdm
 
+from hidden2stream.errors import UserError, VideoError
 from hidden2stream.flow.classic import classic_flow_sequence
 from hidden2stream.flow.metrics import endpoint_error, fl_all, photometric_l1, warped_ssim
 from hidden2stream.models.fusion import late_fusion
 from hidden2stream.train.distributed import all_gather_objects
 from hidden2stream.train.runtime import Runtime, evaluation
 from hidden2stream.train.sampler import ShardSampler
+
+log = logging.getLogger(__name__)
 
 
 class _FlowTotals:
@@ -152,7 +156,9 @@ class ActionReport:
     """Accuracies per head (``spatial``, ``temporal``, ``fused``, ``late``) and a confusion matrix.
 
     ``scores`` holds the video scores per head ``(N, C)`` (mean softmax over the views; ``late``:
-    the paper's rule) and ``labels`` the true classes ``(N,)``, both in dataset order.
+    the paper's rule) and ``labels`` the true classes ``(N,)``, both in dataset order, for the
+    ``videos`` scored; ``skipped`` says why each other test video was not (one line naming the file:
+    dropped when the dataset was built, or failed to decode in the evaluation).
     """
 
     num_classes: int
@@ -167,6 +173,7 @@ class ActionReport:
     videos: int = 0
     clips: int = 0
     seconds: float = 0.0
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def confusion(self) -> torch.Tensor:
@@ -195,7 +202,8 @@ class ActionReport:
         return {"num_classes": self.num_classes, "chance": 1.0 / self.num_classes,
                 "clip_top1": self.clip_top1, "clip_top5": self.clip_top5, "video_top1": self.video_top1,
                 "video_top5": self.video_top5, "videos": self.videos, "clips": self.clips,
-                "eval_seconds": self.seconds, "confusion_head": self.confusion_head,
+                "skipped": len(self.skipped), "skipped_videos": self.skipped, "eval_seconds": self.seconds,
+                "confusion_head": self.confusion_head,
                 "confusions": {head: m.tolist() for head, m in self.confusions.items()}}
 
 
@@ -205,7 +213,8 @@ def _topk(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
 
 
 class _WithIndex(Dataset):
-    """A dataset whose items also carry their ``index``, so shards can be put back in order."""
+    """A dataset whose items also carry their ``index``, so shards can be put back in order; an item
+    whose video fails to decode becomes ``{"index", "skipped": reason}`` (logged), never another video."""
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
@@ -214,7 +223,18 @@ class _WithIndex(Dataset):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> dict:
-        return {**self.dataset[index], "index": index}
+        try:
+            return {**self.dataset[index], "index": index}
+        except VideoError as exc:
+            log.warning("skipped in the evaluation: %s", exc)
+            return {"index": index, "skipped": str(exc)}
+
+
+def _collate(items: list[dict]) -> tuple[dict | None, dict[int, str]]:
+    """A batch of the scorable items (None if there is none) and ``{index: reason}`` of the skipped ones."""
+    scorable = [item for item in items if "skipped" not in item]
+    return (default_collate(scorable) if scorable else None,
+            {item["index"]: item["skipped"] for item in items if "skipped" in item})
 
 
 def _forward_views(model: nn.Module, clips: torch.Tensor, runtime: Runtime, streams: tuple[str, ...],
@@ -245,12 +265,17 @@ def _video_record(logits: dict[str, torch.Tensor], label: int) -> dict:
 
 def _score_shard(model: nn.Module, loader: DataLoader, runtime: Runtime, streams: tuple[str, ...],
                  max_windows: int, description: str) -> dict[int, dict]:
-    """``{dataset index: video record}`` for the videos of this rank's shard."""
+    """``{dataset index: video record}`` for the videos of this rank's shard (``{"skipped": reason}``
+    for a video that failed to decode)."""
     records: dict[int, dict] = {}
     bar = tqdm(total=len(loader.sampler), desc=description, unit="video", leave=False,  # type: ignore[arg-type]
                disable=not runtime.is_main or None, dynamic_ncols=True)
     with evaluation(model):
-        for batch in loader:
+        for batch, skipped in loader:
+            records.update({index: {"skipped": reason} for index, reason in skipped.items()})
+            bar.update(len(skipped))
+            if batch is None:
+                continue
             frames = batch["frames"]
             if frames.ndim == 6:  # one view per video
                 frames = frames[:, None]
@@ -263,16 +288,21 @@ def _score_shard(model: nn.Module, loader: DataLoader, runtime: Runtime, streams
     return records
 
 
-def action_report(records: dict[int, dict], num_classes: int) -> ActionReport:
-    """Accuracies from the video records of :func:`evaluate_actions`, in dataset order."""
-    order = sorted(records)
+def action_report(records: dict[int, dict], num_classes: int, dropped: Sequence[str] = ()) -> ActionReport:
+    """Accuracies from the video records of :func:`evaluate_actions`, in dataset order; the videos
+    ``dropped`` when the dataset was built and those that failed to decode count as skipped."""
+    skipped = list(dropped) + [records[i]["skipped"] for i in sorted(records) if "skipped" in records[i]]
+    order = sorted(i for i in records if "skipped" not in records[i])
+    if not order:
+        raise UserError(f"no test video could be scored: all {len(skipped)} were skipped (see the log)")
     labels = torch.tensor([records[i]["label"] for i in order])
     heads = list(records[order[0]]["scores"])
     scores = {head: torch.stack([records[i]["scores"][head] for i in order]) for head in heads}
     if "spatial" in scores and "temporal" in scores:
         scores["late"] = late_fusion(scores["spatial"], scores["temporal"])
     clips = sum(records[i]["views"] for i in order)
-    report = ActionReport(num_classes=num_classes, scores=scores, labels=labels, videos=len(order), clips=clips)
+    report = ActionReport(num_classes=num_classes, scores=scores, labels=labels, videos=len(order), clips=clips,
+                          skipped=skipped)
     for head, value in scores.items():
         if head in heads:  # "late" is a rule on video scores: no clip accuracy
             report.clip_top1[head] = sum(records[i]["clip_top1"][head] for i in order) / clips
@@ -299,15 +329,19 @@ def evaluate_actions(model: nn.Module, dataset: Dataset, runtime: Runtime, num_c
     Under ``torchrun`` each rank scores the videos ``rank, rank + W, ...`` (each video once, no
     padding), the per-video records are gathered, and every rank returns the same report, equal
     to one process's up to float rounding. ``max_windows`` bounds the windows per forward pass.
+
+    No video stands in for another: the report's ``skipped`` lists the videos the dataset dropped
+    when it was built (its ``dropped`` attribute, if any) and those that fail to decode here.
     """
     began = time.perf_counter()
     sampler = ShardSampler(len(dataset), runtime.rank, runtime.world_size)  # type: ignore[arg-type]
-    loader = DataLoader(_WithIndex(dataset), batch_size=batch_size, sampler=sampler, num_workers=num_workers)
+    loader = DataLoader(_WithIndex(dataset), batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                        collate_fn=_collate)
     records: dict[int, dict] = {}
     for part in all_gather_objects(_score_shard(model, loader, runtime, tuple(streams), max_windows,
                                                 description)):
         records.update(part)
-    report = action_report(records, num_classes)
+    report = action_report(records, num_classes, getattr(dataset, "dropped", ()))
     report.seconds = time.perf_counter() - began
     return report
 

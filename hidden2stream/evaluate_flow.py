@@ -18,13 +18,13 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from hidden2stream.data.flow_pairs import FlowPair
 from hidden2stream.data.synthetic_flow import SyntheticFlowConfig
 from hidden2stream.flow.classic import CLASSIC_METHODS, classic_flow, classic_flow_sequence
 from hidden2stream.flow.metrics import endpoint_error, fl_all, photometric_l1, warped_ssim
 from hidden2stream.flow.predict import pair_flow, window_flows
+from hidden2stream.progress import progress
 from hidden2stream.train.runtime import Runtime
 
 BENCHMARK_SIDE, BENCHMARK_MOTION, BENCHMARK_SEED = 224, 30.0, 20_000
@@ -122,7 +122,7 @@ def score_pairs(methods: Sequence[FlowMethod], pairs: Iterable[FlowPair],
     if len(set(names)) != len(names):
         raise ValueError(f"flow method names must be unique, got {names}")
     results: dict[str, dict] = {m.name: {"pairs": {}} for m in methods}
-    for pair in tqdm(pairs, desc=desc, leave=False, disable=None):
+    for pair in progress(pairs, desc, unit="pair"):
         if pair.name in results[names[0]]["pairs"]:
             raise ValueError(f"two pairs are named {pair.name!r}")
         counted = bool(pair.valid.sum() > 0)
@@ -180,7 +180,7 @@ def score_sequences(methods: Sequence[FlowMethod], sequences: Iterable[Tensor],
     "pairs"}}``, means over all consecutive pairs. MotionNet runs on a sequence as on a video."""
     sums = {m.name: {"photometric_l1": 0.0, "ssim": 0.0} for m in methods}
     pairs = 0
-    for frames in tqdm(sequences, desc=desc, leave=False, disable=None):
+    for frames in progress(sequences, desc, unit="sequence"):
         first, second = frames[:-1].float(), frames[1:].float()
         n = first.shape[0]
         for method in methods:

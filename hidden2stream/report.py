@@ -60,6 +60,13 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]], deci
     return "\n".join(lines)
 
 
+def video_counts(report: ActionReport) -> str:
+    """How many test videos the numbers cover and how many were left out, e.g. ``scored 3 videos,
+    skipped 7 (unreadable or too short: see the log)``: a skipped video is never stood in for."""
+    scored = f"scored {report.videos} video{'' if report.videos == 1 else 's'}, skipped {len(report.skipped)}"
+    return scored + (" (unreadable or too short: see the log)" if report.skipped else "")
+
+
 def action_table(report: ActionReport) -> str:
     """The accuracy table the scripts print: one row per head, chance beside (clip top-5 when known)."""
     top5 = bool(report.clip_top5)

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import NamedTuple
 
+import av
 import cv2
 import numpy as np
 import torch
@@ -67,6 +68,21 @@ def run_script(folder: str, name: str, argv: list[str], cwd: Path) -> ScriptResu
         root.removeHandler(handler)
         root.setLevel(level)
     return ScriptResult(code, out.getvalue(), err.getvalue())
+
+
+def write_video(path: Path, frames: int, level: int = 128, size: int = 32) -> Path:
+    """An mp4 of ``frames`` frames of ``size`` x ``size`` pixels, all of grey ``level`` but for a small
+    square moving right one pixel per frame (so consecutive frames differ)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = size, size, "yuv420p"
+        for t in range(frames):
+            image = np.full((size, size, 3), level, dtype=np.uint8)
+            image[4:8, t % (size - 4):t % (size - 4) + 4] = 255 - level
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return path
 
 
 def smooth_texture(

@@ -92,10 +92,26 @@ def _toy_checkpoint(path: Path) -> Path:
     return path
 
 
+def _text_file(path: Path) -> Path:
+    path.parent.mkdir(parents=True)
+    path.write_text("loss 0.3\naccuracy 0.9\n")
+    return path.relative_to(path.parent.parent)  # as typed on the command line, from the run folder
+
+
+def _cut_checkpoint(path: Path) -> Path:
+    """The first half of a real checkpoint, as a copy interrupted midway leaves it."""
+    whole = _toy_checkpoint(path).read_bytes()
+    path.write_bytes(whole[:len(whole) // 2])
+    return path
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda tmp: tmp / "missing.pt", "neither a checkpoint file nor shipped weights"),
     (lambda tmp: _toy_checkpoint(tmp / "toy.pt"), "holds a 'toy' model"),
-    (lambda tmp: Path(__file__), "cannot be read"),
+    (lambda tmp: Path(__file__), f"{__file__} is not a hidden2stream checkpoint (not a PyTorch file)"),
+    (lambda tmp: _text_file(tmp / "runs" / "x.txt"), "runs/x.txt is not a hidden2stream checkpoint (not a PyTorch file)"),
+    (lambda tmp: _cut_checkpoint(tmp / "cut.pt"), "cut.pt cannot be read as a hidden2stream checkpoint: a damaged, "
+                                                  "truncated or foreign PyTorch file"),
 ])
 def test_bad_checkpoints_give_one_line_and_exit_2(tmp_path, make, message):
     result = run_script("experiments", "evaluate", ["--checkpoint", str(make(tmp_path)), "--device", "cpu"],

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -114,7 +115,7 @@ def test_flow_command_on_a_frame_pair(tmp_path, motion_run, frame_pairs_dir):
                                  str(frame_pairs_dir / "rubberwhale2.png"), "--out", str(tmp_path),
                                  "--size", "64x96", "--device", "cpu"])
     assert count == 1
-    assert read_flo(tmp_path / "flow_00000.flo").shape == (2, 64, 96)
+    assert read_flo(tmp_path / "flow_00000.flo").shape == (2, 388, 584)  # computed at 64x96, written native
     assert (tmp_path / "flow_00000.png").exists()
 
 
@@ -124,6 +125,36 @@ def test_flow_command_on_a_video(tmp_path, motion_run, clips_dir):
                                  "--max-flows", "5", "--no-png", "--device", "cpu"])
     assert count == 5
     assert sorted(p.name for p in tmp_path.glob("*.flo"))[-1] == "flow_00004.flo"
+
+
+def test_flow_command_batches_strides_and_writes_a_video(tmp_path, motion_run, clips_dir, capsys):
+    """--max-side 64 on the 176x144 clip: computed at 52x64, written at 144x176 in native pixels;
+    --stride 2 names the flows by their first frame; the batch size does not change the flows."""
+    args = ["--checkpoint", str(motion_run / "checkpoint.pt"), "--video", str(clips_dir / "carphone.mp4"),
+            "--max-side", "64", "--stride", "2", "--max-flows", "5", "--no-png", "--device", "cpu", "--quiet"]
+    assert script("flow").main([*args, "--batch", "1", "--out", str(tmp_path / "a"),
+                                "--write-video", str(tmp_path / "flow.mp4")]) == 5
+    assert re.search(r"wrote 5 flows to .*/a/ \([0-9.]+ pairs/s\)", capsys.readouterr().out)
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == [f"flow_{i:05d}.flo" for i in (0, 2, 4, 6, 8)]
+    assert script("flow").main([*args, "--batch", "3", "--out", str(tmp_path / "b")]) == 5
+    for name in names:
+        flow = read_flo(tmp_path / "a" / name)
+        assert flow.shape == (2, 144, 176)
+        assert torch.allclose(flow, read_flo(tmp_path / "b" / name), atol=1e-4)
+    with av.open(str(tmp_path / "flow.mp4")) as container:
+        frames = list(container.decode(video=0))
+    assert len(frames) == 5 and (frames[0].width, frames[0].height) == (2 * 394, 320)  # 52x64 shown 320 tall
+
+
+def test_flow_command_on_a_text_file_pair_is_one_line(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image\n")
+    result = run_script("experiments", "flow", ["--pair", str(text), str(text), "--out", str(tmp_path / "o"),
+                                                "--device", "cpu"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {text} is not a readable image (not a PNG, JPEG, WebP or GIF file)"], result.stderr
 
 
 def _one_frame_video(path: Path) -> Path:
@@ -220,7 +251,8 @@ def test_predict_prints_top_classes_and_writes_flow_video(tmp_path, joint_run, c
     assert "top-4" in capsys.readouterr().out
     with av.open(str(tmp_path / "flow.mp4")) as container:
         frames = list(container.decode(video=0))
-    assert len(frames) == 8 and (frames[0].width, frames[0].height) == (128, 64)  # frame beside its flow
+    # the 176x144 clip shown 320 px tall (392 wide), its hidden flow beside it at the same size
+    assert len(frames) == 8 and (frames[0].width, frames[0].height) == (2 * 392, 320)
 
 
 def test_resumed_joint_training_ends_with_the_same_weights(tmp_path, monkeypatch):
@@ -278,7 +310,7 @@ def test_frozen_motionnet_stays_fixed(tmp_path, motion_run):
     ("train_two_stream", ["--fusion", "bilinear", "--temporal-fusion", "conv3d"], "bilinear fusion has Cs*Ct channels"),
     ("train_two_stream", ["--dataset", "ucf101"], "--video-root"),
     ("flow", ["--checkpoint", "/no/such.pt", "--pair", "a.png", "b.png"], "does not exist"),
-    ("predict", ["--checkpoint", __file__, "--video", __file__], "cannot be read"),
+    ("predict", ["--checkpoint", __file__, "--video", __file__], "is not a hidden2stream checkpoint (not a PyTorch file)"),
 ])
 def test_bad_arguments_give_one_line(tmp_path, name, args, message):
     argv = [*args, "--out", str(tmp_path / "o")] if name not in ("flow", "predict") else args

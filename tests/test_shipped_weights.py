@@ -66,7 +66,7 @@ def test_flow_command_uses_the_shipped_weights_without_a_checkpoint(tmp_path, fr
                                                 str(frame_pairs_dir / "rubberwhale2.png"), "--out", str(tmp_path),
                                                 "--size", "96x128", "--device", "cpu"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert read_flo(tmp_path / "flow_00000.flo").shape == (2, 96, 128)
+    assert read_flo(tmp_path / "flow_00000.flo").shape == (2, 388, 584)  # computed at 96x128, written at native size
 
 
 def test_two_stream_training_refuses_shipped_weights_of_another_motionnet(tmp_path):

@@ -237,8 +237,23 @@ def test_interrupted_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
 def test_corrupt_checkpoint_is_one_clear_error(tmp_path):
     path = tmp_path / "checkpoint.pt"
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot be read"):
+    with pytest.raises(CheckpointError, match="checkpoint.pt is not a hidden2stream checkpoint \\(not a PyTorch file\\)"):
         load_checkpoint(path)
+    whole = save_atomic({"model": {"w": torch.zeros(2)}}, path).read_bytes()
+    path.write_bytes(whole[:len(whole) // 2])
+    with pytest.raises(CheckpointError, match="cannot be read as a hidden2stream checkpoint: a damaged, truncated"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("items, world, accumulation, advice", [
+    (5, 1, 1, "pass --batch-size 5 or less"), (5, 2, 1, "pass --batch-size 4 or a smaller multiple of 2"),
+    (3, 2, 2, "use fewer processes or accumulation steps")])
+def test_too_small_training_set_names_its_size_and_a_batch_size_that_fits(items, world, accumulation, advice):
+    with pytest.raises(UserError) as err:
+        DistributedStepSampler(items, 16 // (world * accumulation), 0, world, accumulation)
+    assert str(err.value) == (f"the training set has {items} items (videos, clips or windows), fewer than one global "
+                              f"batch (--batch-size 16 = {16 // (world * accumulation)} x {world} processes x "
+                              f"{accumulation} accumulation steps): {advice}")
 
 
 def test_batch_must_split_over_processes(tmp_path):

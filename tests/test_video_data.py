@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import load_script
+from helpers import load_script, write_video
 from hidden2stream.data import clips as clips_module
+from hidden2stream.data import probe as probe_module
 from hidden2stream.data.augment import clip_augmentation
 from hidden2stream.data.clips import VideoWindowDataset
 from hidden2stream.data.frame_cache import extract_frames, read_cached_frames
+from hidden2stream.data.probe import PROBE_FILE, probe_videos
 from hidden2stream.data.sampling import evenly_spaced_starts, item_generator, segment_starts
 from hidden2stream.data.video import probe_video, read_frames, scaled_size
 from hidden2stream.errors import UserError, VideoError
-
 
 
 def _link(folder: Path, *sources: Path) -> Path:
@@ -66,6 +67,31 @@ def test_truncated_midstream_fails_past_frame_194(bad_videos_dir):
     with pytest.raises(VideoError, match="only 194 decodable") as err:
         read_frames(path, 190, 11, size=(24, 32))
     assert path.name in str(err.value) and "\n" not in str(err.value)
+
+
+def test_truncated_video_warns_once_with_both_frame_counts(tmp_path, bad_videos_dir, clips_dir, caplog):
+    """truncated_midstream.avi announces 795 frames and holds 194: one warning per file, however often
+    it is probed or read; its frame count is what it holds. tree.avi's header counts 444 time ticks
+    for 68 frames spread over them: not truncated."""
+    path = tmp_path / "copy.avi"  # a path this process has not probed yet
+    path.write_bytes((bad_videos_dir / "truncated_midstream.avi").read_bytes())
+    with caplog.at_level(logging.WARNING):
+        info = probe_video(path)
+        read_frames(path, 180, 11, size=(24, 32))
+        probe_videos([path, path])
+        VideoWindowDataset(_link(tmp_path / "v", path), frames=11, size=(16, 16))
+        assert probe_video(clips_dir / "tree.avi").announced_frames is None
+    assert (info.num_frames, info.announced_frames) == (194, 795)
+    assert caplog.messages == [f"{path} is truncated: it holds 194 of the 795 frames its header announces"]
+
+
+def test_too_short_video_error_names_the_file(tmp_path):
+    video = write_video(tmp_path / "one_frame.mp4", 1)
+    with pytest.raises(VideoError) as err:
+        evenly_spaced_starts(probe_video(video).num_frames, 3, 6, video=video)
+    assert str(err.value) == f"{video} is too short: 1 frame, a window needs 6"
+    with pytest.raises(VideoError, match=f"^{video} is too short: 1 frame, a window needs 11$"):
+        segment_starts(1, 3, 11, video=video)
 
 
 def test_read_frames_range_and_resize(clips_dir):
@@ -141,13 +167,17 @@ def test_window_dataset_crops_from_a_larger_short_side(clips_dir):
 
 def test_window_dataset_skips_bad_videos_with_log_lines(tmp_path, clips_dir, bad_videos_dir, caplog):
     folder = _link(tmp_path / "videos", clips_dir / "carphone_lowbitrate.mp4", *sorted(bad_videos_dir.iterdir()))
-    with caplog.at_level(logging.WARNING, logger="hidden2stream.data.clips"):
+    with caplog.at_level(logging.WARNING):
         ds = VideoWindowDataset(folder, frames=11, size=(32, 48), windows_per_video=3)
-    skipped = {r.getMessage().split(":")[0] for r in caplog.records}
-    assert skipped == {f"skipping {n}" for n in
-                       ["empty.mp4", "not_a_video.mp4", "truncated.mp4", "too_short_5_frames.mp4"]}
+    dropped = [r.getMessage() for r in caplog.records if r.name == "hidden2stream.data.probe"]
+    names = ["empty.mp4", "not_a_video.mp4", "too_short_5_frames.mp4", "truncated.mp4"]
+    assert [m.startswith("dropped video: ") and f"/{n} " in m for m, n in zip(dropped, names)] == [True] * 4
+    assert "the train part of" in dropped[2] and "too short: 4 frames, a window needs 11" in dropped[2]
+    assert dropped[4:] == [f"dropped 4 of 6 videos in {folder}: unreadable or shorter than 11 frames in the train part"]
     assert all("\n" not in r.getMessage() for r in caplog.records)
-    assert [p.name for p, _, _ in ds.videos] == ["carphone_lowbitrate.mp4", "truncated_midstream.avi"]
+    assert len(ds.dropped) == 4 and [p.name for p, _, _ in ds.videos] == ["carphone_lowbitrate.mp4",
+                                                                        "truncated_midstream.avi"]
+    assert ds.videos[1][2] == int(194 * 0.8)  # the frames the truncated file holds, not the 795 it announces
     for i in range(len(ds)):
         assert ds[i]["frames"].shape == (11, 3, 32, 48)
 
@@ -179,6 +209,37 @@ def test_window_dataset_without_usable_video(tmp_path, bad_videos_dir):
         VideoWindowDataset(folder, frames=11)
     with pytest.raises(UserError, match="does not exist"):
         VideoWindowDataset(tmp_path / "absent")
+
+
+def test_validation_window_failing_to_decode_raises(tmp_path, clips_dir, monkeypatch):
+    """Held-out windows are scores: a video that fails is not replaced by another one."""
+    folder = _link(tmp_path / "v", clips_dir / "carphone.mp4", clips_dir / "carphone_lowbitrate.mp4")
+    val = VideoWindowDataset(folder, frames=3, size=(16, 16), windows_per_video=1, part="val")
+
+    def failing(path, *args):
+        raise VideoError(f"{path} holds fewer frames than asked")
+
+    monkeypatch.setattr(clips_module, "read_window", failing)
+    with pytest.raises(VideoError, match="carphone.mp4 holds fewer frames"):
+        val[0]
+
+
+# ---------------------------------------------------------------- probe.py
+def test_probes_are_cached_in_process_and_on_disk(tmp_path, monkeypatch):
+    good, bad = write_video(tmp_path / "v/good.mp4", 7), tmp_path / "v/bad.mp4"
+    bad.write_text("not a video")
+    cache = tmp_path / "cache"
+    first = probe_videos([good, bad], cache)
+    assert first[0].num_frames == 7 and isinstance(first[1], VideoError) and "bad.mp4 is not a readable" in str(first[1])
+    assert set(json.loads((cache / PROBE_FILE).read_text())) == {str(good), str(bad)}
+    probes = []
+    monkeypatch.setattr(probe_module, "probe_video", lambda path: probes.append(path) or probe_video(path))
+    assert [str(r) for r in probe_videos([good, bad])] == [str(r) for r in first] and probes == []  # in process
+    monkeypatch.setattr(probe_module, "_known", {})  # a new process: only the file on disk knows
+    again = probe_videos([good, bad], cache)
+    assert again[0] == first[0] and str(again[1]) == str(first[1]) and probes == []
+    write_video(good, 9)  # changed (size and mtime): probed anew
+    assert probe_videos([good, bad], cache)[0].num_frames == 9 and probes == [good]
 
 
 # ---------------------------------------------------------------- frame_cache.py

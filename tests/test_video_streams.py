@@ -287,6 +287,9 @@ def test_weights_of_another_architecture_give_one_line_errors(tmp_path) -> None:
         temporal_stream("i3d_resnet18", CLASSES, in_channels=2, weights="kinetics")
     with pytest.raises(UserError, match="does not exist"):
         spatial_stream("s3d", CLASSES, weights=str(tmp_path / "absent.pth"))
+    (tmp_path / "notes.txt").write_text("resnet18 weights: see the wiki\n")
+    with pytest.raises(UserError, match=r"notes.txt is not a state_dict \(not a PyTorch file\)$"):
+        spatial_stream("resnet18", CLASSES, weights=str(tmp_path / "notes.txt"))
 
 
 # --- 3D temporal stream on MotionNet -----------------------------------------------------------

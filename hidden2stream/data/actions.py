@@ -7,6 +7,7 @@ video exists, so a wrong root fails at once with one line rather than mid-epoch.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +16,8 @@ from torch.utils.data import Dataset
 
 from hidden2stream.data.clips import centre_crop, random_crop
 from hidden2stream.data.frame_cache import read_window
-from hidden2stream.data.sampling import evenly_spaced_starts, item_generator, segment_starts
-from hidden2stream.data.video import probe_video
+from hidden2stream.data.probe import probe_videos, report_dropped
+from hidden2stream.data.sampling import evenly_spaced_starts, item_generator, segment_starts, valid_starts
 from hidden2stream.errors import UserError, VideoError
 
 log = logging.getLogger(__name__)
@@ -176,8 +177,13 @@ class ActionVideoDataset(Dataset):
     ``test_crops="centre"`` (1) or ``"multi"`` (centre + 4 corners, 5), times 2 when
     ``test_flip`` (the flipped views follow the others). A model averages over V and K.
 
-    Videos are probed lazily. A broken or too-short video is logged once and replaced by the
-    next valid sample, so an epoch always completes; UserError only if every video is bad.
+    Every video is probed when the dataset is built (:mod:`~hidden2stream.data.probe`, cached per
+    file and in ``cache_dir``): unreadable ones and those shorter than one window are dropped with a
+    log line each and a count line, and listed in :attr:`dropped`; :attr:`samples` holds the kept
+    ones, and windows stay within the frames a video really holds. A kept video that fails to decode
+    later is, in training, logged once and replaced by another random kept video with its own label;
+    in testing the :class:`VideoError` is raised (``evaluate_actions`` records the video as skipped).
+    UserError when no video is usable.
     """
 
     def __init__(self, samples: list[VideoSample], num_classes: int, segments: int = 3,
@@ -193,15 +199,30 @@ class ActionVideoDataset(Dataset):
             raise ValueError(f"test_crops must be 'centre' or 'multi', got {test_crops!r}")
         if segments < 1 or frames < 1 or test_windows < 1:
             raise ValueError("segments, frames and test_windows must be >= 1")
-        self.samples, self.num_classes = list(samples), num_classes
+        self.num_classes = num_classes
         self.segments, self.frames, self.size = segments, frames, tuple(size)
         self.train, self.test_windows = train, test_windows
         self.test_crops, self.test_flip = test_crops, test_flip
         self.seek, self.seed, self.cache_dir = seek, seed, cache_dir
         self.short_side = round(RESIZE_FACTOR * max(self.size))
         self.epoch = 0
-        self._num_frames: dict[int, int] = {}
-        self._bad: set[int] = set()
+        self.samples: list[VideoSample] = []
+        self.dropped: list[str] = []  # why each left-out video was dropped, one line each naming the file
+        self._num_frames: list[int] = []  # frames each kept video holds
+        for sample, info in zip(samples, probe_videos([s.path for s in samples], cache_dir)):
+            if isinstance(info, VideoError):
+                self.dropped.append(str(info))
+                continue
+            try:
+                valid_starts(info.num_frames, frames, sample.path)
+            except VideoError as too_short:
+                self.dropped.append(str(too_short))
+                continue
+            self.samples.append(sample)
+            self._num_frames.append(info.num_frames)
+        where = Path(os.path.commonpath([str(s.path.absolute().parent) for s in samples]))
+        report_dropped(self.dropped, len(samples), f"unreadable or shorter than {frames} frames", where)
+        self._failed: set[int] = set()
 
     def set_epoch(self, epoch: int) -> None:
         """New random training windows and crops for ``epoch``."""
@@ -211,15 +232,12 @@ class ActionVideoDataset(Dataset):
         return len(self.samples)
 
     def _clip(self, index: int) -> torch.Tensor:
-        path = self.samples[index].path
-        if index not in self._num_frames:
-            self._num_frames[index] = probe_video(path).num_frames
-        n = self._num_frames[index]
+        path, n = self.samples[index].path, self._num_frames[index]
         if self.train:
             generator = item_generator(self.seed, index, self.epoch)
-            starts = segment_starts(n, self.segments, self.frames, generator)
+            starts = segment_starts(n, self.segments, self.frames, generator, path)
         else:
-            starts = evenly_spaced_starts(n, self.test_windows, self.frames)
+            starts = evenly_spaced_starts(n, self.test_windows, self.frames, path)
         windows = [read_window(path, s, self.frames, self.short_side, self.cache_dir, self.seek)
                    for s in starts]
         clip = torch.stack(windows)  # (K, T+1, 3, H', W')
@@ -227,19 +245,24 @@ class ActionVideoDataset(Dataset):
             return random_crop(clip, self.size, generator).contiguous()
         return eval_views(clip, self.size, self.test_crops, self.test_flip)
 
+    def _item(self, index: int) -> dict[str, torch.Tensor]:
+        return {"frames": self._clip(index), "label": torch.tensor(self.samples[index].label, dtype=torch.long)}
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not 0 <= index < len(self):
             raise IndexError(index)
-        n = len(self.samples)
-        for step in range(n):
-            i = (index + step) % n
-            if i in self._bad:
-                continue
-            try:
-                frames = self._clip(i)
-            except VideoError as exc:
-                self._bad.add(i)
-                log.warning("skipping video %s: %s", self.samples[i].path.name, exc)
-                continue
-            return {"frames": frames, "label": torch.tensor(self.samples[i].label, dtype=torch.long)}
-        raise UserError(f"every video of the dataset is unreadable or too short ({n} videos)")
+        if not self.train:
+            return self._item(index)  # a test video is scored as itself or not at all
+        pick = item_generator(self.seed, index, self.epoch)
+        while True:
+            if index not in self._failed:
+                try:
+                    return self._item(index)
+                except VideoError as exc:
+                    self._failed.add(index)
+                    log.warning("training on other videos instead: %s", exc)
+            kept = [i for i in range(len(self.samples)) if i not in self._failed]
+            if not kept:
+                raise UserError(f"every video of the training set failed to decode ({len(self.samples)} "
+                                f"videos, see the log)")
+            index = kept[int(torch.randint(len(kept), (), generator=pick))]

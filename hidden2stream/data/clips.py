@@ -2,9 +2,11 @@
 
 Each video is split in time: the first ``1 - val_fraction`` of its frames feed training
 windows, the rest held-out validation windows, so validation never sees training frames.
-Unreadable or too-short videos are skipped with one log line; a video that fails to decode
-mid-file (truncated) is logged once and replaced by another video, so an epoch never stops
-while any video still works.
+Every file is probed when the dataset is built (:mod:`~hidden2stream.data.probe`): unreadable
+videos and those too short for a window in the part are dropped with one log line each and a
+count line. A kept video that fails to decode later (corrupt data) is, for training windows,
+logged once and replaced by another video (the item's ``"video"`` names the one it came from);
+a validation window raises the :class:`VideoError`, so held-out scores never count a video twice.
 """
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ import torch
 from torch.utils.data import Dataset
 
 from hidden2stream.data.frame_cache import read_window
-from hidden2stream.data.sampling import item_generator
-from hidden2stream.data.video import probe_video
+from hidden2stream.data.probe import probe_videos, report_dropped
+from hidden2stream.data.sampling import item_generator, valid_starts
 from hidden2stream.errors import UserError, VideoError
 
 log = logging.getLogger(__name__)
@@ -76,22 +78,23 @@ class VideoWindowDataset(Dataset):
         self.max_stride = max_stride if part == "train" else 1
         self.epoch = 0
         self.videos: list[tuple[Path, int, int]] = []  # (path, first frame, frames in part)
+        self.dropped: list[str] = []  # why each left-out file was dropped, one line each naming it
         self._failed: set[int] = set()
-        for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
-            try:
-                total = probe_video(path).num_frames
-            except VideoError as exc:
-                log.warning("skipping %s: %s", path.name, exc)
+        paths = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        for path, info in zip(paths, probe_videos(paths, cache_dir)):
+            if isinstance(info, VideoError):
+                self.dropped.append(str(info))
                 continue
-            split = int(total * (1.0 - val_fraction))
-            first, length = (0, split) if part == "train" else (split, total - split)
-            if length < frames:
-                log.warning("skipping %s: too short (%d frames in the %s part, need %d)",
-                            path.name, length, part, frames)
+            split = int(info.num_frames * (1.0 - val_fraction))
+            first, length = (0, split) if part == "train" else (split, info.num_frames - split)
+            try:
+                valid_starts(length, frames, f"the {part} part of {path}")
+            except VideoError as too_short:
+                self.dropped.append(str(too_short))
                 continue
             self.videos.append((path, first, length))
-        if not self.videos:
-            raise UserError(f"no usable video in {folder} (need >= {frames} frames per {part} part)")
+        report_dropped(self.dropped, len(paths), f"unreadable or shorter than {frames} frames in the {part} part",
+                       folder)
 
     @property
     def video_names(self) -> list[str]:
@@ -124,6 +127,8 @@ class VideoWindowDataset(Dataset):
             try:
                 window = read_window(path, start, span, self.short_side, self.cache_dir, self.seek)[::every]
             except VideoError as exc:
+                if self.part == "val":
+                    raise
                 self._failed.add(v)
                 log.warning("video %s failed to decode, using other videos instead: %s", path.name, exc)
                 continue

@@ -6,32 +6,37 @@ segment; testing takes fixed, evenly spaced starts.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from hidden2stream.errors import VideoError
 
 
-def _valid_starts(num_frames: int, window: int) -> int:
-    """Number of valid window starts ``0 .. num_frames - window``."""
+def valid_starts(num_frames: int, window: int, video: str | Path | None = None) -> int:
+    """Number of valid window starts ``0 .. num_frames - window``; a one-line :class:`VideoError`
+    naming ``video`` (the file, or what part of it) when not even one window fits."""
     if window < 1:
         raise ValueError(f"window must be >= 1 frame, got {window}")
     if num_frames < window:
-        raise VideoError(f"video too short: {num_frames} frames for a {window}-frame window")
+        frames = f"{num_frames} frame{'' if num_frames == 1 else 's'}, a window needs {window}"
+        raise VideoError(f"{video} is too short: {frames}" if video is not None else f"video too short: {frames}")
     return num_frames - window + 1
 
 
 def segment_starts(num_frames: int, segments: int, window: int,
-                   generator: torch.Generator | None = None) -> list[int]:
+                   generator: torch.Generator | None = None, video: str | Path | None = None) -> list[int]:
     """One window start per segment of the valid start range ``[0, num_frames - window]``.
 
     The range is split into ``segments`` equal parts; with a ``generator`` each start is
     uniform inside its part (training), without one it is the part's centre (deterministic).
-    When there are fewer valid starts than segments, parts overlap and starts repeat.
+    When there are fewer valid starts than segments, parts overlap and starts repeat. A video too
+    short for one window is a :class:`VideoError` naming ``video``.
     """
     if segments < 1:
         raise ValueError(f"segments must be >= 1, got {segments}")
-    n = _valid_starts(num_frames, window)
+    n = valid_starts(num_frames, window, video)
     starts = []
     for k in range(segments):
         lo, hi = k * n / segments, (k + 1) * n / segments
@@ -43,11 +48,13 @@ def segment_starts(num_frames: int, segments: int, window: int,
     return starts
 
 
-def evenly_spaced_starts(num_frames: int, count: int, window: int) -> list[int]:
-    """``count`` window starts spread evenly from the first to the last valid start (test time)."""
+def evenly_spaced_starts(num_frames: int, count: int, window: int,
+                         video: str | Path | None = None) -> list[int]:
+    """``count`` window starts spread evenly from the first to the last valid start (test time); a
+    video too short for one window is a :class:`VideoError` naming ``video``."""
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
-    n = _valid_starts(num_frames, window)
+    n = valid_starts(num_frames, window, video)
     if count == 1:
         return [(n - 1) // 2]
     return [round(k * (n - 1) / (count - 1)) for k in range(count)]

@@ -9,12 +9,17 @@ built by demuxing the packets of the video stream (no decoding, milliseconds per
 frame per packet carrying data. It is an exact count for intact files; a packet that fails to
 decode (corrupt data) still makes :func:`read_frames` raise :class:`VideoError` for windows
 that reach it. The index is cached per (path, size, mtime).
+
+A file whose packets end before the frames its header announces (a truncated download or copy)
+is logged once per process as a warning naming both counts; its frame count is what it holds.
 """
 from __future__ import annotations
 
 import bisect
 import functools
+import logging
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -23,18 +28,47 @@ import torch
 
 from hidden2stream.errors import VideoError
 
-__all__ = ["VideoInfo", "VideoError", "probe_video", "read_frames", "read_frames_uint8", "scaled_size"]
+__all__ = ["VideoInfo", "VideoError", "probe_video", "read_frames", "read_frames_uint8", "scaled_size",
+           "warn_if_truncated"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What a video holds: ``num_frames`` decodable frames (packet count) at ``fps``."""
+    """What a video holds: ``num_frames`` decodable frames (packet count) at ``fps``;
+    ``announced_frames`` is set only when the file ends before the frames its header announces."""
 
     path: Path
     num_frames: int
     fps: float
     width: int
     height: int
+    announced_frames: int | None = None
+
+
+_warned: set[Path] = set()  # files (links resolved) whose truncation this process has logged
+
+
+def warn_if_truncated(info: VideoInfo) -> None:
+    """Log once per file and process that ``info``'s file is truncated, with both frame counts."""
+    if info.announced_frames is None or info.path.resolve() in _warned:
+        return
+    _warned.add(info.path.resolve())
+    log.warning("%s is truncated: it holds %d of the %d frames its header announces", info.path,
+                info.num_frames, info.announced_frames)
+
+
+def _announced_if_short(announced: int, time_base: Fraction | None, pts: list[int], fps: float) -> int | None:
+    """``announced`` (the header's frame count) when the packets at ``pts`` end more than a frame
+    (and 1 %) before it, else None.
+
+    Compares time spans, not counts: a variable-rate AVI announces its time ticks
+    (``tree.avi``: 444 for 68 frames spread over them), which its last packet does reach."""
+    if not announced or not fps or time_base is None:
+        return None
+    span = float((pts[-1] - pts[0]) * time_base) * fps + 1  # frames' worth of time the packets cover
+    return announced if span < announced - max(1.0, 0.01 * announced) else None
 
 
 @dataclass(frozen=True)
@@ -67,6 +101,7 @@ def _index_cached(path: str, _size: int, _mtime_ns: int) -> _FrameIndex:
         rate = stream.average_rate or stream.guessed_rate
         fps = float(rate) if rate else 0.0
         width, height = stream.codec_context.width, stream.codec_context.height
+        announced, time_base = stream.frames, stream.time_base
         packets: list[tuple[int, bool]] = []
         try:
             for packet in container.demux(stream):
@@ -78,7 +113,9 @@ def _index_cached(path: str, _size: int, _mtime_ns: int) -> _FrameIndex:
         raise _unreadable(p, "zero frames")
     pts = sorted(t for t, _ in packets)
     keys = sorted({bisect.bisect_left(pts, t) for t, key in packets if key} | {0})
-    info = VideoInfo(path=p, num_frames=len(pts), fps=fps, width=width, height=height)
+    info = VideoInfo(path=p, num_frames=len(pts), fps=fps, width=width, height=height,
+                     announced_frames=_announced_if_short(announced, time_base, pts, fps))
+    warn_if_truncated(info)
     return _FrameIndex(info=info, pts=tuple(pts), keyframes=tuple(keys))
 
 

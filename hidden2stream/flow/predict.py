@@ -73,15 +73,21 @@ def window_flows(model: nn.Module, frames: Tensor, runtime_or_device: Runtime | 
     padded by repeating its final frame and only its real flows are kept.
     """
     _check_frames(frames)
-    size = window_length(model)
-    steps, total = size - 1, frames.shape[0] - 1
-    windows = []
-    for start in range(0, total, steps):
-        window = frames[start:start + size]
-        if window.shape[0] < size:
-            window = torch.cat([window, window[-1:].expand(size - window.shape[0], -1, -1, -1)])
-        windows.append(window)
-    windows = torch.stack(windows)
+    windows = split_windows(frames, window_length(model))
     flows = torch.cat([_run(model, windows[i:i + batch_size], runtime_or_device)
                        for i in range(0, len(windows), batch_size)])
-    return flows.flatten(0, 1)[:total]
+    return flows.flatten(0, 1)[:frames.shape[0] - 1]
+
+
+def split_windows(frames: Tensor, length: int) -> Tensor:
+    """Windows ``(B, length, 3, H, W)`` of ``frames (N, 3, H, W)``, one every ``length - 1`` frames
+    (consecutive windows share their end frames), the last one padded by repeating its final
+    frame: flow ``j`` of window ``b`` is the flow from frame ``b * (length - 1) + j`` to the next."""
+    steps, total = length - 1, frames.shape[0] - 1
+    windows = []
+    for start in range(0, total, steps):
+        window = frames[start:start + length]
+        if window.shape[0] < length:
+            window = torch.cat([window, window[-1:].expand(length - window.shape[0], -1, -1, -1)])
+        windows.append(window)
+    return torch.stack(windows)

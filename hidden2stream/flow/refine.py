@@ -121,8 +121,8 @@ def lucas_kanade_step(frame1: Tensor, frame2: Tensor, flow: Tensor, refinement: 
 def lucas_kanade_refine(frame1: Tensor, frame2: Tensor, flow: Tensor, refinement: LucasKanadeRefinement) -> Tensor:
     """Refine forward flows ``(N, 2, H, W)`` frame1 -> frame2 (frames ``(N, C, H, W)`` in [0, 1]).
 
-    Runs in float32 (outside any autocast): the 2x2 solve divides by a determinant that half
-    precision cannot resolve. Returns float32 flows of the input's size.
+    Runs in float32 at least (outside any autocast; float64 inputs stay float64): the 2x2 solve
+    divides by a determinant that half precision cannot resolve. Returns flows of the input's size.
     """
     if frame1.shape != frame2.shape or frame1.ndim != 4 or flow.ndim != 4 or flow.shape[1] != 2 \
             or flow.shape[0] != frame1.shape[0] or flow.shape[-2:] != frame1.shape[-2:]:
@@ -130,7 +130,8 @@ def lucas_kanade_refine(frame1: Tensor, frame2: Tensor, flow: Tensor, refinement
                          f"{tuple(frame1.shape)}, {tuple(frame2.shape)} and {tuple(flow.shape)}")
     size = tuple(flow.shape[-2:])
     with torch.autocast(flow.device.type, enabled=False):
-        frame1, frame2, flow = frame1.float(), frame2.float(), flow.float()
+        dtype = torch.promote_types(flow.dtype, torch.float32)
+        frame1, frame2, flow = frame1.to(dtype), frame2.to(dtype), flow.to(dtype)
         for factor in refinement.scales:
             first, second = _downscale(frame1, factor), _downscale(frame2, factor)
             start = _downscale(flow, factor) / factor

@@ -1,4 +1,4 @@
-"""Flow pictures (Middlebury colour wheel via torchvision) and PNG output."""
+"""Flow pictures (Middlebury colour wheel via torchvision), frame | flow video tiles, PNG output."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +8,6 @@ import torchvision.transforms.functional as TF
 from torch import Tensor
 from torchvision.io import write_png
 from torchvision.utils import flow_to_image, make_grid
-
 
 
 def _one_flow_to_rgb(flow: Tensor, max_magnitude: float | None) -> Tensor:
@@ -40,6 +39,39 @@ def flow_to_rgb(flow: Tensor, max_magnitude: float | None = None) -> Tensor:
     if flow.ndim == 3:
         return _one_flow_to_rgb(flow, max_magnitude)
     return torch.stack([_one_flow_to_rgb(f, max_magnitude) for f in flow])
+
+
+def colour_wheel(diameter: int) -> tuple[Tensor, Tensor]:
+    """The legend of :func:`flow_to_rgb`: uint8 ``(3, d, d)`` and its disc mask ``(d, d)`` (bool).
+
+    The pixel at offset ``(x, y)`` from the centre (image axes, y down) has the colour of the flow
+    ``(u, v) = (x, y)``, the rim (radius d/2) being fully saturated; a dark ring outlines the disc.
+    """
+    radius = (diameter - 1) / 2
+    ys, xs = torch.meshgrid(torch.arange(diameter) - radius, torch.arange(diameter) - radius, indexing="ij")
+    wheel = flow_to_rgb(torch.stack([xs, ys]) / radius, max_magnitude=1.0)
+    distance = torch.sqrt(xs**2 + ys**2)
+    wheel[:, distance > radius - max(1.0, diameter / 30)] = 48
+    return wheel, distance <= radius
+
+
+def frame_and_flow(frame: Tensor, flow: Tensor, size: tuple[int, int], legend: bool = True) -> Tensor:
+    """A video tile uint8 ``(3, H, 2W)``: ``frame`` (uint8 or float ``(3, h, w)``) beside the colours
+    of its ``flow`` ``(2, h', w')``, both resized to ``size`` = ``(H, W)``.
+
+    The flow is colour-coded at its own size (:func:`flow_to_rgb`, scaled by its largest vector),
+    then resized, so the picture is the flow as computed. ``legend`` puts a :func:`colour_wheel` in
+    the flow's bottom-right corner.
+    """
+    tiles = [_to_uint8(frame), flow_to_rgb(flow)]
+    tiles = [t if tuple(t.shape[-2:]) == tuple(size) else TF.resize(t, list(size), antialias=True) for t in tiles]
+    if legend:
+        diameter = max(24, size[0] // 6)
+        wheel, disc = colour_wheel(diameter)
+        margin = max(4, size[0] // 60)
+        corner = tiles[1][:, -margin - diameter:-margin, -margin - diameter:-margin]
+        corner[:, disc] = wheel[:, disc]
+    return torch.cat(tiles, dim=2)
 
 
 def _to_uint8(image: Tensor) -> Tensor:

@@ -27,6 +27,7 @@ from torch import nn
 
 from hidden2stream.errors import UserError
 from hidden2stream.models.inflate import TimePadConv3d, inflate
+from hidden2stream.train.checkpoint import read_torch_file
 
 IMAGE_ARCHS = ("tiny", "resnet18", "resnet50", "vgg16")
 KINETICS_ARCHS = ("r3d_18", "mc3_18", "r2plus1d_18", "s3d", "mvit_v2_s")  # torchvision video models
@@ -205,10 +206,7 @@ def _load_torchvision(arch: str, weights: str | None, label: str | None = None) 
     path = Path(weights).expanduser()
     if not path.is_file():
         raise UserError(f"weights file {path} does not exist (use None, {named!r} or a state_dict path)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        raise UserError(f"cannot read weights file {path}: {type(exc).__name__}") from exc
+    state = read_torch_file(path, "state_dict")
     if not isinstance(state, dict):
         raise UserError(f"weights file {path} does not hold a state_dict")
     head = _CLASSIFIER_KEYS[arch]

@@ -7,18 +7,17 @@ training starts from its checkpoint. Each stage resumes from its own checkpoint 
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from pathlib import Path
 
 from hidden2stream.data.flow_pairs import iter_flow_pairs
-from hidden2stream.evaluate import ActionReport
 from hidden2stream.evaluate_flow import classic_method, motionnet_method, score_pairs, zero_method
 from hidden2stream.paths import shared_data
 from hidden2stream.pipeline import pretrain, stage_options, two_stream
 from hidden2stream.pretrained import load_flow_model, motion_source
-from hidden2stream.report import action_table, markdown_table
+from hidden2stream.progress import stage
+from hidden2stream.report import markdown_table
 
 FRAMES, SIZE = 6, (64, 64)  # both stages: T+1 and the crop
 
@@ -58,13 +57,22 @@ def real_flow_table(scores: dict) -> str:
     return markdown_table(["method (EPE px)"] + pairs + ["mean"], rows)
 
 
-def run_pipeline(out: Path, quick: bool, resume: bool, pretrain_motion: bool, device: str) -> dict:
+def skipped_real_flow() -> str:
+    """The line that says the real-flow table is left out, and how to get it."""
+    return (f"real ground-truth flow table skipped: no pairs in {shared_data('flow_gt')} "
+            "(set H2S_SHARED to the shared data folder to get it)")
+
+
+def run_pipeline(out: Path, quick: bool, resume: bool, pretrain_motion: bool, device: str,
+                 quiet: bool = False) -> dict:
     """Run the stages into ``out`` (``motion/``, ``two_stream/``, ``summary.json``), print the
     report and return the summary (``motion``: pretraining report, ``two_stream``: test accuracy,
-    ``real_flow``: the starting MotionNet's real-flow scores when the shared data is there)."""
-    common = dict(frames=FRAMES, size=SIZE, device=device, resume=resume)
+    ``real_flow``: the starting MotionNet's real-flow scores when the shared data is there).
+    Each stage is named on stderr as it starts (not when ``quiet``)."""
+    common = dict(frames=FRAMES, size=SIZE, device=device, resume=resume, quiet=quiet)
     summary: dict = {}
     if pretrain_motion:
+        stage(f"MotionNet pretraining without labels -> {out / 'motion'}")
         summary["motion"] = pretrain.run(stage_options(pretrain.recipe_parser("cpu"), out=out / "motion",
                                                        steps=60 if quick else 1500, eval_items=8 if quick else 32,
                                                        **common))
@@ -72,28 +80,32 @@ def run_pipeline(out: Path, quick: bool, resume: bool, pretrain_motion: bool, de
     else:
         motion = dict(motion="corr", motion_checkpoint="default")
     data = dict(train_items=400, test_items=48) if quick else {}
+    stage(f"hidden two-stream training end to end, then its test evaluation -> {out / 'two_stream'}")
     joint = two_stream.run(stage_options(two_stream.build_parser(), out=out / "two_stream",
                                          steps=20 if quick else 300, **motion, **data, **common))
     summary["two_stream"] = joint.summary
+    if shared_data("flow_gt").is_dir():
+        stage("real ground-truth flow: the starting MotionNet beside TV-L1 and zero flow")
     scores = resumed_real_flow_scores(motion["motion_checkpoint"], out / "real_flow.json", resume)
     if scores is not None:
         summary["real_flow"] = scores
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(report_text(summary, joint.report) + f"\nresults in {out}/")
+    print(report_text(summary, joint.text) + f"\nresults in {out}/")
     return summary
 
 
-def report_text(summary: dict, report: ActionReport | None) -> str:
-    """The closing report: real-flow EPE table, pretraining EPE, the accuracy table (video top-1/5)."""
+def report_text(summary: dict, accuracy_text: str) -> str:
+    """The closing report: real-flow EPE table (or the line saying why it is left out),
+    pretraining EPE, and the joint stage's accuracy tables."""
     text = "\n== hidden two-stream on the embedded action data ==\n"
     if "real_flow" in summary:
         text += ("MotionNet the hidden stream starts from, on real ground-truth flow:\n"
                  + real_flow_table(summary["real_flow"]) + "\n")
+    else:
+        text += skipped_real_flow() + "\n"
     if "motion" in summary:
         motion = summary["motion"]
         text += (f"pretrained MotionNet held-out synthetic EPE {motion['synthetic']['epe']:.3f} px "
                  f"(zero flow {motion['synthetic']['zero_epe']:.3f}"
                  + (f", TV-L1 {motion['tvl1']['epe']:.3f})" if "tvl1" in motion else ")") + "\n")
-    if report is not None:  # the short table: the joint stage printed clip top-5 already
-        text += action_table(dataclasses.replace(report, clip_top5={}))
-    return text
+    return text + accuracy_text

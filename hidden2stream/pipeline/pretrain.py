@@ -21,8 +21,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from hidden2stream.cli import (OneLineParser, existing_dir, existing_path, frame_count, image_size, positive_int,
-                               probability)
+from hidden2stream.cli import (OneLineParser, add_quiet_arg, existing_dir, existing_path, frame_count, image_size,
+                               positive_int, probability)
 from hidden2stream.data.clips import VideoWindowDataset
 from hidden2stream.data.synthetic_flow import SyntheticFlowConfig, SyntheticFlowDataset
 from hidden2stream.data.augment import clip_augmentation
@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_args(p, steps=1500, batch_size=8, lr=1e-3, weight_decay=4e-4, warmup=100,
                    checkpoint_every=250, log_every=25)
     add_runtime_args(p)
+    add_quiet_arg(p)
     return p
 
 

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
-from hidden2stream.cli import OneLineParser, existing_path, non_negative_float, options_check
+from hidden2stream.cli import OneLineParser, add_quiet_arg, existing_path, non_negative_float, options_check
 from hidden2stream.data.action_sets import action_datasets, add_action_data_args, protocol_name
 from hidden2stream.data.augment import clip_augmentation
+from hidden2stream.errors import VideoError
 from hidden2stream.evaluate import ActionReport, evaluate_actions
 from hidden2stream.losses.motion import PRESETS
 from hidden2stream.models.fusion import FUSIONS, TEMPORAL_FUSIONS, check_fusion
@@ -29,7 +30,8 @@ from hidden2stream.models.motionnet import MOTIONNETS, MotionNetConfig
 from hidden2stream.models.streams import STREAM_ARCHS
 from hidden2stream.models.two_stream import HiddenTwoStream, HiddenTwoStreamConfig, build_two_stream
 from hidden2stream.pretrained import load_motionnet_into, load_two_stream, motionnet_config
-from hidden2stream.report import action_table, confusion_image, markdown_table, save_confusion_png, save_flow_pictures
+from hidden2stream.report import (action_table, confusion_image, markdown_table, save_confusion_png,
+                                  save_flow_pictures, video_counts)
 from hidden2stream.train.checkpoint import unwrap
 from hidden2stream.train.distributed import init_distributed, shutdown_distributed
 from hidden2stream.train.loop import TrainConfig, TrainResult, train
@@ -75,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_args(p, steps=300, batch_size=16, lr=1e-3, weight_decay=5e-4, warmup=50,
                    checkpoint_every=100, log_every=20)
     add_runtime_args(p)
+    add_quiet_arg(p)
     return p
 
 
@@ -129,10 +132,12 @@ def optimizer_for(model: torch.nn.Module, args: argparse.Namespace) -> torch.opt
 @dataclass
 class TwoStreamRun:
     """What the stage ends with: ``summary`` (``eval.json``; ``{"steps": n}`` without evaluation or
-    off rank 0) and the action ``report`` it was made from (None without evaluation)."""
+    off rank 0), the action ``report`` it was made from (None without evaluation) and its tables as
+    ``text`` (printed by the caller: the script, or the main job in its closing report)."""
 
     summary: dict
     report: ActionReport | None = None
+    text: str = ""
 
 
 def run(args: argparse.Namespace) -> TwoStreamRun:
@@ -157,8 +162,8 @@ def run(args: argparse.Namespace) -> TwoStreamRun:
                                   num_workers=args.workers)  # on every rank, each video once
         if not runtime.is_main:
             return TwoStreamRun({"steps": result.step})
-        summary = report_results(args, model, test_set, list(classes), streams, result, report, runtime)
-        return TwoStreamRun(summary, report)
+        summary, text = report_results(args, model, test_set, list(classes), streams, result, report, runtime)
+        return TwoStreamRun(summary, report, text)
     finally:
         shutdown_distributed()
 
@@ -179,19 +184,34 @@ def train_config(args: argparse.Namespace, streams: tuple[str, ...]) -> TrainCon
                                   find_unused_parameters=len(streams) == 1, extra=run)
 
 
+def first_windows(test_set, count: int) -> list[torch.Tensor]:
+    """The first window ``(T+1, 3, H, W)`` of up to ``count`` test videos, each read once; a video
+    that fails to decode is left out (the evaluation has logged and counted it)."""
+    windows = []
+    for i in range(len(test_set)):
+        if len(windows) == count:
+            break
+        try:
+            frames = test_set[i]["frames"]
+        except VideoError:
+            continue
+        windows.append(frames.reshape(-1, *frames.shape[-4:])[0])
+    return windows
+
+
 def report_results(args: argparse.Namespace, model: HiddenTwoStream, test_set, classes: list[str],
-                   streams: tuple[str, ...], result: TrainResult, report: ActionReport, runtime: Runtime) -> dict:
-    """Rank 0 after the evaluation: eval.json, confusion.png, flow pictures, TensorBoard, the tables."""
+                   streams: tuple[str, ...], result: TrainResult, report: ActionReport,
+                   runtime: Runtime) -> tuple[dict, str]:
+    """Rank 0 after the evaluation: eval.json, confusion.png, flow pictures, TensorBoard; returns the
+    summary and the tables as text."""
     save_confusion_png(report.confusion, args.out / "confusion.png")
     if "temporal" in streams:
-        clips = [test_set[i]["frames"].reshape(-1, *test_set[i]["frames"].shape[-4:])[0]
-                 for i in range(min(4, len(test_set)))]
-        save_flow_pictures(model.motionnet, clips, args.out / "flow_test_clips.png", runtime)
+        save_flow_pictures(model.motionnet, first_windows(test_set, 4), args.out / "flow_test_clips.png", runtime)
     summary = {"steps": result.step, "train_seconds": result.seconds, "streams": args.streams,
                "freeze_motion": args.freeze_motion, "classes": list(classes), "protocol": protocol_name(args),
                **report.as_dict()}
     text = (f"{args.streams} ({args.fusion} fusion), {result.step} steps in {result.seconds:.0f} s "
-            f"on {runtime.device}; {len(test_set)} test videos, {len(classes)} classes, "
+            f"on {runtime.device}; test set: {video_counts(report)}; {len(classes)} classes, "
             f"{protocol_name(args)}\n" + action_table(report))
     if args.dataset == "synthetic":  # classes are (appearance, motion): which factor each head gets
         factors = {head: report.factor_accuracy(head, args.motions) for head in report.confusions}
@@ -202,5 +222,4 @@ def report_results(args: argparse.Namespace, model: HiddenTwoStream, test_set, c
     accuracies = {k: summary[k] for k in ("clip_top1", "clip_top5", "video_top1", "video_top5")}
     log_final(args.out, result.step, flatten_scalars("eval", accuracies),
               {"eval/confusion": confusion_image(report.confusion)})
-    print(text)
-    return summary
+    return summary, text

@@ -42,6 +42,25 @@ def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+PYTORCH_MAGIC = (b"PK\x03\x04", b"\x80")  # how torch.save files begin: a zip archive, or a pickle (legacy)
+
+
+def read_torch_file(path: Path, what: str) -> Any:
+    """``torch.load`` of ``path`` on the CPU with ``weights_only=True``. A file that fails to load is
+    one line saying which failure it is: not a PyTorch file at all (a text file given by mistake), or
+    a damaged, truncated or foreign one; ``what`` names the expected content (``state_dict``)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling errors come in many types
+        with path.open("rb") as handle:
+            head = handle.read(4)
+        if not head.startswith(PYTORCH_MAGIC):
+            problem = "not a PyTorch file" if head else "an empty file"
+            raise CheckpointError(f"{path} is not a {what} ({problem})") from None
+        raise CheckpointError(f"{path} cannot be read as a {what}: a damaged, truncated or foreign PyTorch file "
+                              f"({type(err).__name__})") from err
+
+
 def load_checkpoint(path: str | Path, kind: str | None = None,
                     model_config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Load a checkpoint on the CPU with ``weights_only=True`` and check it is the expected one.
@@ -52,10 +71,7 @@ def load_checkpoint(path: str | Path, kind: str | None = None,
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt, truncated or not a torch file
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__})") from err
+    checkpoint = read_torch_file(path, "hidden2stream checkpoint")
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
         raise CheckpointError(f"checkpoint {path} is not a hidden2stream checkpoint")
     if kind is not None and checkpoint.get("kind") != kind:

@@ -3,7 +3,8 @@
 What it does for every run: DDP (``torchrun``) with a world-size-independent data order, AMP with a
 grad scaler where needed, gradient accumulation and clipping, a warm-up + step-decay learning rate
 (:mod:`hidden2stream.train.schedule`), a guard against non-finite losses, atomic checkpoints every
-N steps, exact ``--resume`` and elastic restarts, a progress bar and TensorBoard scalars on rank 0.
+N steps, exact ``--resume`` and elastic restarts, progress (a bar on a terminal, else lines on stderr)
+and TensorBoard scalars on rank 0.
 
 The pieces, in the order :func:`train` runs them (as torchvision's references split theirs):
 :func:`resume` (checkpoint -> model, optimizer, schedule, scaler), :func:`build_loader`, then per
@@ -32,9 +33,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import ChainedScheduler
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
-
 from hidden2stream.errors import UserError
+from hidden2stream.progress import Progress
 from hidden2stream.train.checkpoint import load_checkpoint, load_weights, save_atomic, unwrap
 from hidden2stream.train.distributed import all_reduce_mean, any_rank, barrier
 from hidden2stream.train.runtime import Runtime
@@ -149,7 +149,7 @@ def _step_seed(seed: int, step: int, rank: int) -> int:
 
 
 class _Logger:
-    """Rank-0 progress bar, TensorBoard scalars and a ``metrics.jsonl`` history of the step metrics
+    """Rank-0 progress (:class:`~hidden2stream.progress.Progress`), TensorBoard scalars and a ``metrics.jsonl`` history of the step metrics
     averaged between two log lines (over all ranks)."""
 
     def __init__(self, config: TrainConfig, runtime: Runtime, start: int, description: str) -> None:
@@ -157,8 +157,7 @@ class _Logger:
         self.device = runtime.device
         self.sums: dict[str, float] = {}
         self.count = 0
-        self.bar = tqdm(total=config.steps, initial=start, desc=description, dynamic_ncols=True,
-                        disable=not self.enabled or None, mininterval=1.0)
+        self.bar = Progress(config.steps, description, initial=start, enabled=self.enabled)
         self.writer = None
         self.history = None
         if self.enabled:
@@ -195,8 +194,7 @@ class _Logger:
             self.writer.add_scalar(name, value, step)
         self.history.write(json.dumps({"step": step, **metrics}) + "\n")
         self.history.flush()
-        shown = {k: f"{v:.4g}" for k, v in metrics.items() if k in ("loss", "lr") or k.startswith("acc")}
-        self.bar.set_postfix(shown, refresh=False)
+        self.bar.set_postfix({k: v for k, v in metrics.items() if k in ("loss", "lr") or k.startswith("acc")})
 
     def images(self, step: int, every: int, callback: ImageCallback | None, model: nn.Module,
                batch: dict[str, Any]) -> None:
@@ -278,13 +276,14 @@ def _run_steps(run: _Run, net: nn.Module, loader: DataLoader, objective: Objecti
             output = train_step(net, batches, objective, run.optimizer, run.scaler, config, runtime)
             skip = guard.should_skip(step, output, runtime.device)
             lr = finish_step(run, apply=not skip)
-            logger.update(1)
             if skip:
+                logger.update(1)
                 continue
             logger.add(output.metrics)
             done = step + 1
             if done % config.log_every == 0 or done == config.steps:
                 last = logger.write_mean(done, lr)
+            logger.update(1)  # after the metrics, so the progress line shows this step's means
             logger.images(done, config.log_images_every, image_callback, unwrap(run.model), output.batch)
             if done % config.checkpoint_every == 0 or done == config.steps:
                 save_checkpoint(run, done)

@@ -30,8 +30,15 @@ class DistributedStepSampler(Sampler[tuple[int, int]]):
         self.seed, self.shuffle, self.start_step = seed, shuffle, start_step
         self.global_batch = batch_size * world_size * accumulation
         if num_items < self.global_batch:
-            raise UserError(f"the dataset has {num_items} items, fewer than one global batch "
-                            f"({batch_size} x {world_size} processes x {accumulation} accumulation)")
+            split = world_size * accumulation
+            if num_items < split:
+                fits = "use fewer processes or accumulation steps"
+            else:
+                fits = f"pass --batch-size {num_items // split * split}" + (
+                    f" or a smaller multiple of {split}" if split > 1 else " or less")
+            raise UserError(f"the training set has {num_items} items (videos, clips or windows), fewer than "
+                            f"one global batch (--batch-size {self.global_batch} = {batch_size} x {world_size} "
+                            f"processes x {accumulation} accumulation steps): {fits}")
         self.steps_per_epoch = num_items // self.global_batch
 
     def _order(self, epoch: int) -> torch.Tensor:
