@@ -14,12 +14,12 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
-from tqdm import tqdm
 
 from hidden2stream.errors import UserError, VideoError
 from hidden2stream.flow.classic import classic_flow_sequence
 from hidden2stream.flow.metrics import endpoint_error, fl_all, photometric_l1, warped_ssim
 from hidden2stream.models.fusion import late_fusion
+from hidden2stream.progress import Progress, progress
 from hidden2stream.train.distributed import all_gather_objects
 from hidden2stream.train.runtime import Runtime, evaluation
 from hidden2stream.train.sampler import ShardSampler
@@ -77,7 +77,7 @@ def evaluate_classic_flow(method: str, dataset: Dataset, limit: int | None = Non
     """EPE and Fl-all of an OpenCV method (``tvl1``, ``farneback``, ``dis``) on the same pairs."""
     totals = _FlowTotals()
     count = len(dataset) if limit is None else min(limit, len(dataset))
-    for i in tqdm(range(count), desc=f"{method} flow", leave=False, disable=None):
+    for i in progress(range(count), f"{method} flow", unit="pair"):
         item = dataset[i]
         pred = classic_flow_sequence(method, item["frames"])
         totals.add(pred, item["flow"], item["valid"])
@@ -141,7 +141,7 @@ def evaluate_classic_photometric(method: str, dataset: Dataset, limit: int | Non
     (per video too, as :func:`evaluate_photometric`)."""
     totals = _PhotometricTotals(getattr(dataset, "video_names", None))
     count = len(dataset) if limit is None else min(limit, len(dataset))
-    for i in tqdm(range(count), desc=f"{method} flow", leave=False, disable=None):
+    for i in progress(range(count), f"{method} flow", unit="pair"):
         item = dataset[i]
         batch = {k: torch.as_tensor(v)[None] for k, v in item.items()}
         totals.add(batch, batch["frames"], classic_flow_sequence(method, item["frames"])[None])
@@ -268,8 +268,7 @@ def _score_shard(model: nn.Module, loader: DataLoader, runtime: Runtime, streams
     """``{dataset index: video record}`` for the videos of this rank's shard (``{"skipped": reason}``
     for a video that failed to decode)."""
     records: dict[int, dict] = {}
-    bar = tqdm(total=len(loader.sampler), desc=description, unit="video", leave=False,  # type: ignore[arg-type]
-               disable=not runtime.is_main or None, dynamic_ncols=True)
+    bar = Progress(len(loader.sampler), description, unit="video", enabled=runtime.is_main)  # type: ignore[arg-type]
     with evaluation(model):
         for batch, skipped in loader:
             records.update({index: {"skipped": reason} for index, reason in skipped.items()})

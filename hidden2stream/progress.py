@@ -79,9 +79,9 @@ class Progress:
                             mininterval=1.0, leave=leave)
 
     def update(self, n: int = 1) -> None:
-        """``n`` more items done."""
+        """``n`` more items done (0: nothing to show)."""
         self.n += n
-        if not self.active:
+        if not self.active or n == 0:
             return
         if self.bar is not None:
             self.bar.update(n)
