@@ -1,6 +1,6 @@
 """The whole pipeline on the embedded data: train the hidden two-stream network end to end, evaluate.
 
-    python experiments/main.py                   # CPU: about 14 minutes (2 cores), no files needed
+    python experiments/main.py                   # CPU: 14-27 minutes (2 cores), no files needed
     python experiments/main.py --quick           # a few minutes, smaller everything (smoke run)
     python experiments/main.py --pretrain-motion # pretrain a tiny MotionNet first instead of the shipped one
 
