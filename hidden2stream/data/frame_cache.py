@@ -8,14 +8,13 @@ so a crash or a parallel worker never leaves a half-written cache entry.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from hidden2stream.data.video import probe_video, read_frames, read_frames_uint8, scaled_size
+from hidden2stream.atomic import write_atomic
 from hidden2stream.errors import VideoError
 
 
@@ -38,16 +37,7 @@ def extract_frames(video_path: str | Path, cache_dir: str | Path, short_side: in
     info = probe_video(video_path)
     size = scaled_size(info.width, info.height, short_side)
     frames = read_frames_uint8(video_path, 0, info.num_frames, size=size, seek=False)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.stem, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, frames)
-        os.replace(tmp, out)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return out
+    return write_atomic(out, lambda handle: np.save(handle, frames))
 
 
 def cached_num_frames(npy_path: str | Path) -> int:

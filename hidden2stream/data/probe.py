@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Sequence
 
 from hidden2stream.data.video import VideoInfo, probe_video, warn_if_truncated
+from hidden2stream.atomic import write_atomic
 from hidden2stream.errors import UserError, VideoError
 
 log = logging.getLogger(__name__)
@@ -71,15 +70,7 @@ def _read_cache(file: Path) -> dict[str, Entry]:
 
 def _write_cache(file: Path, entries: dict[str, Entry]) -> None:
     """Atomically (temporary file + rename), so parallel builders never leave a half-written file."""
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=file.stem, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(entries, handle)
-        os.replace(tmp, file)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_atomic(file, lambda handle: json.dump(entries, handle), binary=False)
 
 
 def probe_videos(paths: Sequence[str | Path], cache_dir: str | Path | None = None) -> list[VideoInfo | VideoError]:

@@ -14,32 +14,19 @@ old file, so a crash or a full disk mid-write leaves the previous checkpoint int
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from hidden2stream.atomic import write_atomic
 from hidden2stream.errors import CheckpointError
 
 
 def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
     """Write ``obj`` with ``torch.save`` so that ``path`` is either the old or the new file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda handle: torch.save(obj, handle))
 
 
 PYTORCH_MAGIC = (b"PK\x03\x04", b"\x80")  # how torch.save files begin: a zip archive, or a pickle (legacy)
