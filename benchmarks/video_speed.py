@@ -68,7 +68,7 @@ log = logging.getLogger("video_speed")
 
 FLOW_BOUND = 20.0  # TSN / dense_flow: u and v clipped to [-20, 20] px, mapped to 0..255
 JPEG_QUALITY = 95  # OpenCV's default, what dense_flow's cv::imwrite writes
-DEFAULT_STREAMS = {"tiny": "tiny", "corr": "tiny", "paper": "resnet18"}
+DEFAULT_STREAMS = {"tiny": "tiny", "corr": "tiny", "recurrent": "tiny", "paper": "resnet18"}
 
 
 def build_parser() -> argparse.ArgumentParser:

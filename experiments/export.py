@@ -68,7 +68,7 @@ log = logging.getLogger("export")
 # the check inputs hold real motion: clips, or generated scenes on a fresh clone, never noise.
 FLOW_TOLERANCE_PX = 1e-3
 LOGIT_TOLERANCE = 1e-4
-DEFAULT_STREAMS = {"tiny": "tiny", "corr": "tiny", "paper": "resnet18"}
+DEFAULT_STREAMS = {"tiny": "tiny", "corr": "tiny", "recurrent": "tiny", "paper": "resnet18"}
 
 
 def build_parser() -> argparse.ArgumentParser:

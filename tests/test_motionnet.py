@@ -113,7 +113,7 @@ def test_wrong_input_shape_is_a_value_error(frames: torch.Tensor) -> None:
 
 
 def test_build_motionnet_and_config_checks() -> None:
-    assert set(MOTIONNETS) == {"paper", "tiny", "corr"}
+    assert set(MOTIONNETS) == {"paper", "tiny", "corr", "recurrent"}
     model = build_motionnet(MotionNetConfig("tiny", 4))
     assert isinstance(model, MotionNet) and model.num_flows == 3
     assert model.config.layers.widths == (16, 32, 48, 64, 96, 128)  # the tiny variant's widths

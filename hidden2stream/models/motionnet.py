@@ -19,7 +19,7 @@ from hidden2stream.train.checkpoint import plain
 
 NEGATIVE_SLOPE = 0.1
 DOWNSAMPLING = 32  # total stride of the encoder: inputs are padded to a multiple of this
-MOTIONNETS = ("paper", "tiny", "corr")  # the variants of the MotionNet family
+MOTIONNETS = ("paper", "tiny", "corr", "recurrent")  # the variants of the MotionNet family
 
 
 @dataclass(frozen=True)
@@ -49,11 +49,15 @@ TINY_LAYERS = MotionNetLayers(widths=(16, 32, 48, 64, 96, 128), decoder_widths=(
 
 
 def _default_layers(variant: str) -> Any:
-    """The widths a variant is built with (``corr``'s live beside its model)."""
+    """The widths a variant is built with (``corr``'s and ``recurrent``'s live beside their models)."""
     if variant == "corr":
         from hidden2stream.models.motionnet_corr import CorrLayers
 
         return CorrLayers()
+    if variant == "recurrent":
+        from hidden2stream.models.motionnet_recurrent import RecurrentLayers
+
+        return RecurrentLayers()
     return TINY_LAYERS if variant == "tiny" else MotionNetLayers()
 
 
@@ -61,11 +65,12 @@ def _default_layers(variant: str) -> Any:
 class MotionNetConfig:
     """One member of the MotionNet family: all a checkpoint stores to rebuild it (:meth:`to_dict`).
 
-    ``variant``: ``paper`` / ``tiny`` (:class:`MotionNet` at the authors' or narrow widths) or
-    ``corr`` (:class:`~hidden2stream.models.motionnet_corr.CorrMotionNet`). ``frames``: window
-    length T+1 (gives T flows). ``layers``: the variant's widths (:class:`MotionNetLayers` or
-    ``CorrLayers``); None takes the variant's defaults. ``refinement``: a parameter-free
-    :class:`~hidden2stream.flow.refine.LucasKanadeRefinement` of the full-resolution output
+    ``variant``: ``paper`` / ``tiny`` (:class:`MotionNet` at the authors' or narrow widths),
+    ``corr`` (:class:`~hidden2stream.models.motionnet_corr.CorrMotionNet`) or ``recurrent``
+    (:class:`~hidden2stream.models.motionnet_recurrent.RecurrentMotionNet`). ``frames``: window
+    length T+1 (gives T flows). ``layers``: the variant's widths (:class:`MotionNetLayers`,
+    ``CorrLayers`` or ``RecurrentLayers``); None takes the variant's defaults. ``refinement``: a
+    parameter-free :class:`~hidden2stream.flow.refine.LucasKanadeRefinement` of the full-resolution output
     (``all_scales=False``: what flow commands and benchmarks read; the multi-scale pyramid that
     training and the hidden stream use is left as the network predicts it), or None.
     """
@@ -95,9 +100,10 @@ class MotionNetConfig:
 
     @property
     def window_free(self) -> bool:
-        """True when the weights serve any window length (``corr``: one per-pair decoder shared by
-        all the window's pairs), so :meth:`with_frames` may change ``frames`` under trained weights."""
-        return self.variant == "corr"
+        """True when the weights serve any window length (``corr``, ``recurrent``: one per-pair
+        decoder shared by all the window's pairs), so :meth:`with_frames` may change ``frames`` under
+        trained weights."""
+        return self.variant in ("corr", "recurrent")
 
     def with_frames(self, frames: int) -> "MotionNetConfig":
         """The same network for windows of ``frames`` frames."""
@@ -333,6 +339,10 @@ def build_motionnet(config: MotionNetConfig) -> nn.Module:
         from hidden2stream.models.motionnet_corr import CorrMotionNet
 
         return CorrMotionNet(config)
+    if config.variant == "recurrent":
+        from hidden2stream.models.motionnet_recurrent import RecurrentMotionNet
+
+        return RecurrentMotionNet(config)
     return MotionNet(config)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -99,6 +99,25 @@ def _upsample2(flow: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return upsample_flow(flow[:, None], size)[:, 0]
 
 
+def init_convs(module: nn.Module) -> None:
+    """Kaiming (LeakyReLU 0.1) weights and zero biases for every conv in ``module``."""
+    for conv in module.modules():
+        if isinstance(conv, nn.Conv2d):
+            nn.init.kaiming_normal_(conv.weight, a=NEGATIVE_SLOPE, nonlinearity="leaky_relu")
+            nn.init.zeros_(conv.bias)
+
+
+def init_small(conv: nn.Conv2d) -> None:
+    """Outputs ~0.01 x the input RMS: a predictor that starts near zero yet passes gradients on."""
+    nn.init.normal_(conv.weight, std=0.01 / math.sqrt(conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]))
+
+
+def crop_pyramid(pyramid: list[torch.Tensor], height: int, width: int) -> list[torch.Tensor]:
+    """Padded flows at 1/32 ... 1/2, coarse to fine, each cropped to the level of an ``(H, W)`` input:
+    ``ceil(H / 2^(5-i)) x ceil(W / 2^(5-i))``."""
+    return [flow[..., : -(-height // 2 ** (5 - i)), : -(-width // 2 ** (5 - i))] for i, flow in enumerate(pyramid)]
+
+
 class CorrMotionNet(nn.Module):
     """Correlation MotionNet: frames ``(B, T+1, 3, H, W)`` in [0, 1] -> forward flows, any H, W.
 
@@ -107,10 +126,12 @@ class CorrMotionNet(nn.Module):
     branched classifier as MotionNet's does. Output forms as in :meth:`forward`.
     """
 
+    VARIANT: ClassVar[str] = "corr"  # the MotionNetConfig variant this class builds
+
     def __init__(self, config: MotionNetConfig) -> None:
         super().__init__()
-        if config.variant != "corr":
-            raise ValueError(f"CorrMotionNet builds the corr variant, not {config.variant!r}")
+        if config.variant != self.VARIANT:
+            raise ValueError(f"{type(self).__name__} builds the {self.VARIANT} variant, not {config.variant!r}")
         self.config = config
         self.num_flows = config.frames - 1
         layers = config.layers
@@ -119,10 +140,9 @@ class CorrMotionNet(nn.Module):
             stages.append(nn.Sequential(_conv(previous, width, stride=2), _conv(width, width)))
             previous = width
         self.encoder = nn.ModuleList(stages)
-        # Decoded levels: 1/32 ... 1/4 (encoder maps 4 ... 1), and 1/2 (map 0) with refine_half, each
-        # with its own context projection (the 1/2 one last, so coarser levels keep their indices).
-        decoded = layers.widths if layers.refine_half else layers.widths[1:]
-        self.context = nn.ModuleList(nn.Conv2d(width, layers.context, 1) for width in decoded[::-1])
+        # One context projection per decoded level, coarse to fine: their number sets how deep
+        # _coarse_to_fine goes.
+        self.context = nn.ModuleList(nn.Conv2d(width, layers.context, 1) for width in self._decoded_widths()[::-1])
         decoder, previous = [], (2 * layers.radius + 1) ** 2 + layers.context + 2
         for width in layers.decoder_widths:
             decoder.append(_conv(previous, width))
@@ -143,14 +163,17 @@ class CorrMotionNet(nn.Module):
         """Channels of the deepest (1/32) encoder map, frames folded in."""
         return self.config.frames * self.config.layers.widths[-1]
 
+    def _decoded_widths(self) -> tuple[int, ...]:
+        """Encoder widths of the levels the residual decoder runs on, fine to coarse: 1/4 ... 1/32
+        (encoder maps 1 ... 4), and first 1/2 (map 0) with ``refine_half`` (its context projection then
+        comes last, so the coarser levels keep their indices)."""
+        layers = self.config.layers
+        return layers.widths if layers.refine_half else layers.widths[1:]
+
     def _init_weights(self) -> None:
         """Kaiming (LeakyReLU 0.1) convs; a near-zero residual predictor (initial flow ~0)."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, a=NEGATIVE_SLOPE, nonlinearity="leaky_relu")
-                nn.init.zeros_(module.bias)
-        fan_in = self.predict.in_channels * 9
-        nn.init.normal_(self.predict.weight, std=0.01 / math.sqrt(fan_in))
+        init_convs(self)
+        init_small(self.predict)
 
     def _check(self, frames: torch.Tensor) -> None:
         if frames.ndim != 5 or frames.shape[1] != self.config.frames or frames.shape[2] != 3:
@@ -173,37 +196,48 @@ class CorrMotionNet(nn.Module):
         maps = level.unflatten(1, (self.config.frames, -1))
         return maps[:, :-1].flatten(0, 1), maps[:, 1:].flatten(0, 1)
 
+    def _start(self, first: torch.Tensor, second: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The coarsest level's starting flow ``(N, 2, h, w)`` and frame t+1's features warped by it:
+        here zero flow and the features as they are."""
+        return first.new_zeros(first.shape[0], 2, *first.shape[-2:]), second
+
+    def _coarse_to_fine(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Encoder maps -> the decoded levels' flows, coarse to fine, each ``(B T, 2, h, w)`` in pixels
+        of its (padded) level."""
+        flows: list[torch.Tensor] = []
+        for level, context in zip(features[::-1], self.context):  # coarse to fine, as far as decoded
+            first, second = self._pairs(level)
+            if not flows:
+                flow, warped = self._start(first, second)
+            else:
+                flow = _upsample2(flows[-1], first.shape[-2:])
+                warped = backward_warp(second, flow)[0].to(second.dtype)
+            cost = local_correlation(normalise_features(first), normalise_features(warped), self.config.layers.radius)
+            match = (torch.softmax(cost * self.sharpness, dim=1)[:, None] * self.offsets).sum(2)
+            flow = flow + match.float()
+            hidden = self.decoder(torch.cat([cost, context(first), flow.to(first.dtype)], dim=1))
+            flows.append(flow + self.predict(hidden).float())
+        return flows
+
+    @staticmethod
+    def _sizes(features: list[torch.Tensor], size: Sequence[int] | None) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The padded input size (twice the 1/2 map's) and the input's ``size`` (None: the padded one)."""
+        padded = (2 * features[0].shape[-2], 2 * features[0].shape[-1])
+        return padded, (padded if size is None else (int(size[0]), int(size[1])))
+
     def decode(self, features: list[torch.Tensor], all_scales: bool | None = None,
                size: Sequence[int] | None = None) -> list[torch.Tensor] | torch.Tensor:
         """Encoder maps (from :meth:`encode`) -> flows; ``size`` = the input's (H, W)."""
         if all_scales is None:
             all_scales = self.training
-        batch = features[0].shape[0]
-        padded_h, padded_w = 2 * features[0].shape[-2], 2 * features[0].shape[-1]
-        height, width = (padded_h, padded_w) if size is None else (int(size[0]), int(size[1]))
-        flows, flow = [], None
-        for level, context in zip(features[::-1], self.context):  # coarse to fine, as far as decoded
-            first, second = self._pairs(level)
-            matched = normalise_features(first)
-            if flow is None:
-                flow = first.new_zeros(first.shape[0], 2, *first.shape[-2:])
-                warped = second
-            else:
-                flow = _upsample2(flow, first.shape[-2:])
-                warped = backward_warp(second, flow)[0].to(second.dtype)
-            cost = local_correlation(matched, normalise_features(warped), self.config.layers.radius)
-            match = (torch.softmax(cost * self.sharpness, dim=1)[:, None] * self.offsets).sum(2)
-            flow = flow + match.float()
-            hidden = self.decoder(torch.cat([cost, context(first), flow.to(first.dtype)], dim=1))
-            flow = flow + self.predict(hidden).float()
-            flows.append(flow)
+        (padded_h, padded_w), (height, width) = self._sizes(features, size)
+        flows = self._coarse_to_fine(features)
         if len(flows) < LEVELS:  # the 1/2 level is the 1/4 flow upsampled, as PWC-Net
-            flows.append(_upsample2(flow, (padded_h // 2, padded_w // 2)))
-        pyramid = [f.unflatten(0, (batch, self.num_flows)) for f in flows]
+            flows.append(_upsample2(flows[-1], (padded_h // 2, padded_w // 2)))
+        pyramid = [f.unflatten(0, (features[0].shape[0], self.num_flows)) for f in flows]
         if not all_scales:
             return upsample_flow(pyramid[-1], (padded_h, padded_w))[..., :height, :width]
-        return [flow[..., : -(-height // 2 ** (5 - i)), : -(-width // 2 ** (5 - i))]
-                for i, flow in enumerate(pyramid)]
+        return crop_pyramid(pyramid, height, width)
 
     def forward(self, frames: torch.Tensor,
                 all_scales: bool | None = None) -> list[torch.Tensor] | torch.Tensor:
