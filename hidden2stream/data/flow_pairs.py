@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Iterator, NamedTuple
 
 from torch import Tensor
-from torchvision.io import ImageReadMode, decode_image
 
 from hidden2stream.errors import UserError
 from hidden2stream.flow.io import read_flow_with_valid
+from hidden2stream.images import read_rgb
 
 MIDDLEBURY_FILES = ("frame1.png", "frame2.png", "flow.flo")
 KITTI_FLOW_DIR = "flow_occ"
@@ -104,16 +104,9 @@ def find_flow_pairs(root: str | Path) -> list[FlowPairFiles]:
     return pairs
 
 
-def _read_image(path: Path) -> Tensor:
-    try:
-        return decode_image(str(path), mode=ImageReadMode.RGB).float() / 255.0
-    except RuntimeError as err:
-        raise UserError(f"{path} is not a readable image ({err})") from err
-
-
 def load_flow_pair(files: FlowPairFiles) -> FlowPair:
     """Read one pair at native size; frames and flow must have the same size."""
-    frame1, frame2 = _read_image(files.frame1), _read_image(files.frame2)
+    frame1, frame2 = read_rgb(files.frame1), read_rgb(files.frame2)
     flow, valid = read_flow_with_valid(files.flow)
     if frame1.shape != frame2.shape or frame1.shape[-2:] != flow.shape[-2:]:
         raise UserError(f"pair {files.name}: sizes differ (frame1 {tuple(frame1.shape[-2:])}, frame2 "
