@@ -210,17 +210,23 @@ def test_evaluation_scores_only_readable_videos_each_with_its_own_label(tmp_path
     assert video_counts(report) == "scored 3 videos, skipped 7 (unreadable or too short: see the log)"
 
 
-def test_a_test_video_failing_to_decode_is_skipped_not_replaced(tmp_path, caplog, monkeypatch):
-    root = _mixed_class_folders(tmp_path / "videos")
-    test_set = ActionVideoDataset(parse_class_folders(root)[0], 2, segments=2, frames=6, size=(32, 32), train=False)
+def _fail_reading(monkeypatch, bad: Path | None) -> None:
+    """Make every window read of ``bad`` (None: of every video) fail as a video that decodes fewer
+    frames than it holds."""
     real = actions_module.read_window
 
     def failing(path, *args):
-        if path == root / "a_dark/2.mp4":
+        if bad is None or path == bad:
             raise VideoError(f"{path} holds fewer frames than asked")
         return real(path, *args)
 
     monkeypatch.setattr(actions_module, "read_window", failing)
+
+
+def test_a_test_video_failing_to_decode_is_skipped_not_replaced(tmp_path, caplog, monkeypatch):
+    root = _mixed_class_folders(tmp_path / "videos")
+    test_set = ActionVideoDataset(parse_class_folders(root)[0], 2, segments=2, frames=6, size=(32, 32), train=False)
+    _fail_reading(monkeypatch, root / "a_dark/2.mp4")
     with pytest.raises(VideoError, match="2.mp4 holds fewer frames"):
         test_set[1]
     caplog.clear()
@@ -235,14 +241,7 @@ def test_a_test_video_failing_to_decode_is_skipped_not_replaced(tmp_path, caplog
 def test_a_training_video_failing_to_decode_gives_way_to_another_with_its_own_label(tmp_path, caplog, monkeypatch):
     root = _mixed_class_folders(tmp_path / "videos")
     train_set = ActionVideoDataset(parse_class_folders(root)[0], 2, segments=2, frames=6, size=(32, 32))
-    real = actions_module.read_window
-
-    def failing(path, *args):
-        if path == root / "b_bright/1.mp4":
-            raise VideoError(f"{path} holds fewer frames than asked")
-        return real(path, *args)
-
-    monkeypatch.setattr(actions_module, "read_window", failing)
+    _fail_reading(monkeypatch, root / "b_bright/1.mp4")
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="hidden2stream.data.actions"):
         for epoch in range(3):
@@ -251,7 +250,7 @@ def test_a_training_video_failing_to_decode_gives_way_to_another_with_its_own_la
                 item = train_set[i]
                 assert int(item["label"]) == int(item["frames"].mean() > 0.5)  # the frames' own label
     assert len(caplog.records) == 1 and "b_bright/1.mp4" in caplog.messages[0]
-    monkeypatch.setattr(actions_module, "read_window", lambda path, *a: failing(root / "b_bright/1.mp4"))
+    _fail_reading(monkeypatch, None)  # every video
     with pytest.raises(UserError, match="every video of the training set failed to decode"):
         train_set[0]
 
