@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from hidden2stream.cli import OneLineParser, existing_dir, non_negative_int, positive_int, run_cli
+from hidden2stream.cli import OneLineParser, add_quiet_arg, existing_dir, non_negative_int, positive_int, run_cli
 from hidden2stream.data.action_sets import (action_test_set, add_action_data_args, protocol_name,
                                             views_per_video)
 from hidden2stream.data.clips import VideoWindowDataset
@@ -43,6 +43,7 @@ from hidden2stream.evaluate import ActionReport, evaluate_actions, evaluate_clas
 from hidden2stream.evaluate_flow import (FlowMethod, checkpoint_label, classic_method, motionnet_method,
                                          score_pairs, score_sequences, zero_method)
 from hidden2stream.paths import shared_data
+from hidden2stream.progress import set_quiet
 from hidden2stream.models.motionnet import MotionNetConfig
 from hidden2stream.models.two_stream import HiddenTwoStreamConfig
 from hidden2stream.pretrained import checkpoint_config, load_motionnet, load_two_stream, motion_source, shipped_weights
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     flow.add_argument("--images", type=existing_dir, help=f"photos for photo-layer pairs (default: {shared_data('images')})")
     flow.add_argument("--no-tvl1", action="store_true", help="skip the OpenCV TV-L1 rows")
     add_runtime_args(p)
+    add_quiet_arg(p)
     return p
 
 
@@ -263,6 +265,7 @@ def write_flow_results(args: argparse.Namespace, path: Path, report: dict, metho
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
+    set_quiet(args.quiet)
     path, checkpoint, config = read_checkpoint(args.checkpoint)
     args.kind = checkpoint["kind"]
     fill_defaults(args, checkpoint, config)

@@ -56,24 +56,35 @@ def test_quiet_and_disabled_write_nothing(capsys):
     assert capsys.readouterr().err == ""
 
 
-def _train(tmp_path: Path, *extra: str) -> str:
-    """A 4-step joint training as a user runs it with output redirected to a file; the file's text."""
-    tmp_path.mkdir()
-    log = tmp_path / "log"
-    args = [sys.executable, str(REPO / "experiments" / "train_two_stream.py"), "--out", str(tmp_path / "run"),
-            "--steps", "4", "--no-eval", "--frames", "3", "--size", "64", "--segments", "2", "--device", "cpu",
-            "--workers", "0", "--train-items", "16", "--batch-size", "4", "--appearances", "2", "--motions", "2",
-            *extra]
+def _redirected(script: str, args: list[str], cwd: Path) -> str:
+    """``experiments/<script>.py args`` as a user runs it with its output redirected to a file; the file's text."""
+    log = cwd / f"{script}.log"
     with open(log, "w") as handle:
-        result = subprocess.run(args, stdout=handle, stderr=subprocess.STDOUT, timeout=300, cwd=tmp_path)
+        result = subprocess.run([sys.executable, str(REPO / "experiments" / f"{script}.py"), *args],
+                                stdout=handle, stderr=subprocess.STDOUT, timeout=300, cwd=cwd)
     assert result.returncode == 0, log.read_text()
     return log.read_text()
 
 
-def test_a_redirected_training_leaves_progress_lines_and_quiet_none(tmp_path):
+def _train(tmp_path: Path, *extra: str) -> str:
+    """A 4-step joint training, output redirected to a file; the file's text."""
+    tmp_path.mkdir()
+    return _redirected("train_two_stream", [
+        "--out", str(tmp_path / "run"), "--steps", "4", "--no-eval", "--frames", "3", "--size", "64",
+        "--segments", "2", "--device", "cpu", "--workers", "0", "--train-items", "16", "--batch-size", "4",
+        "--appearances", "2", "--motions", "2", *extra], tmp_path)
+
+
+def test_redirected_training_and_evaluation_leave_progress_lines_and_quiet_none(tmp_path):
     text = _train(tmp_path / "loud")
     steps = [m for m in map(LINE.match, text.splitlines()) if m and m["desc"] == "train both"]
     assert [(int(m["n"]), int(m["total"])) for m in steps][-1] == (4, 4), text
     assert steps[0]["n"] == "1" and "loss " in text
     quiet = _train(tmp_path / "quiet", "--quiet")
     assert not any(map(LINE.match, quiet.splitlines())), quiet
+    evaluate = ["--checkpoint", str(tmp_path / "loud" / "run" / "checkpoint.pt"), "--test-items", "4",
+                "--device", "cpu"]
+    evaluated = _redirected("evaluate", evaluate + ["--out", str(tmp_path / "eval")], tmp_path)
+    assert any(m and m["desc"] == "evaluate" for m in map(LINE.match, evaluated.splitlines())), evaluated
+    evaluated_quietly = _redirected("evaluate", evaluate + ["--out", str(tmp_path / "eval_q"), "--quiet"], tmp_path)
+    assert not any(map(LINE.match, evaluated_quietly.splitlines())), evaluated_quietly
