@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> dict:
     add_quiet_arg(p)
     args: argparse.Namespace = p.parse_args(argv)
     set_quiet(args.quiet)
-    return run_pipeline(args.out, args.quick, args.resume, args.pretrain_motion, args.device, args.quiet)
+    return run_pipeline(args.out, args.quick, args.resume, args.pretrain_motion, args.device)
 
 
 if __name__ == "__main__":

@@ -63,13 +63,13 @@ def skipped_real_flow() -> str:
             "(set H2S_SHARED to the shared data folder to get it)")
 
 
-def run_pipeline(out: Path, quick: bool, resume: bool, pretrain_motion: bool, device: str,
-                 quiet: bool = False) -> dict:
+def run_pipeline(out: Path, quick: bool, resume: bool, pretrain_motion: bool, device: str) -> dict:
     """Run the stages into ``out`` (``motion/``, ``two_stream/``, ``summary.json``), print the
     report and return the summary (``motion``: pretraining report, ``two_stream``: test accuracy,
     ``real_flow``: the starting MotionNet's real-flow scores when the shared data is there).
-    Each stage is named on stderr as it starts (not when ``quiet``)."""
-    common = dict(frames=FRAMES, size=SIZE, device=device, resume=resume, quiet=quiet)
+    Each stage is named on stderr as it starts (:func:`~hidden2stream.progress.stage`, silent after
+    ``set_quiet(True)``)."""
+    common = dict(frames=FRAMES, size=SIZE, device=device, resume=resume)
     summary: dict = {}
     if pretrain_motion:
         stage(f"MotionNet pretraining without labels -> {out / 'motion'}")

@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import ChainedScheduler
 from torch.utils.data import DataLoader, Dataset
+
 from hidden2stream.errors import UserError
 from hidden2stream.progress import Progress
 from hidden2stream.train.checkpoint import load_checkpoint, load_weights, save_atomic, unwrap
@@ -149,8 +150,8 @@ def _step_seed(seed: int, step: int, rank: int) -> int:
 
 
 class _Logger:
-    """Rank-0 progress (:class:`~hidden2stream.progress.Progress`), TensorBoard scalars and a ``metrics.jsonl`` history of the step metrics
-    averaged between two log lines (over all ranks)."""
+    """Rank-0 progress (:class:`~hidden2stream.progress.Progress`), TensorBoard scalars and a
+    ``metrics.jsonl`` history of the step metrics averaged between two log lines (over all ranks)."""
 
     def __init__(self, config: TrainConfig, runtime: Runtime, start: int, description: str) -> None:
         self.enabled = runtime.is_main
