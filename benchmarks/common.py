@@ -106,6 +106,17 @@ def run_benchmark(name: str, parser: argparse.ArgumentParser, run: Callable[[arg
     return publish(args.out, name, result, markdown(result))
 
 
+def two_stream_run(out: Path, **options: object) -> dict:
+    """One run of the two-stream training stage (``experiments/train_two_stream.py``) into ``out`` with
+    ``options`` set as on its command line, on the CPU, resumable; a finished run (its ``eval.json``)
+    is read back instead of trained again. Returns the run's ``eval.json``."""
+    from hidden2stream.pipeline import stage_options, two_stream
+
+    if not (out / "eval.json").is_file():
+        two_stream.run(stage_options(two_stream.build_parser(), out=out, resume=True, device="cpu", **options))
+    return json.loads((out / "eval.json").read_text())
+
+
 def add_onnx_option(parser: argparse.ArgumentParser) -> None:
     """``--onnx auto|on|off``: the ONNX Runtime rows :func:`onnx_rows` decides on."""
     parser.add_argument("--onnx", default="auto", choices=("auto", "on", "off"),

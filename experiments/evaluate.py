@@ -42,6 +42,7 @@ from hidden2stream.errors import CheckpointError
 from hidden2stream.evaluate import ActionReport, evaluate_actions, evaluate_classic_flow, evaluate_flow
 from hidden2stream.evaluate_flow import (FlowMethod, checkpoint_label, classic_method, motionnet_method,
                                          score_pairs, score_sequences, zero_method)
+from hidden2stream.flow.cache import FlowCache
 from hidden2stream.paths import shared_data
 from hidden2stream.progress import set_quiet
 from hidden2stream.models.motionnet import MotionNetConfig
@@ -71,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="videos per batch (default: as many as fit in --max-windows)")
     action.add_argument("--max-windows", type=positive_int, default=256, help="windows per forward pass at most")
     action.add_argument("--workers", type=non_negative_int, default=0, help="DataLoader worker processes")
+    action.add_argument("--flow-cache", type=Path,
+                        help="a two-stage checkpoint (train_two_stream.py --motion tvl1|farneback|dis): the folder "
+                             "of its computed flows (default: flow_cache beside the run folder, as in training)")
     flow = p.add_argument_group("MotionNet checkpoints")
     flow.add_argument("--eval-items", type=positive_int, default=32, help="held-out synthetic windows per set")
     flow.add_argument("--real-root", type=existing_dir, help=f"real pairs with ground truth (default: {shared_data('flow_gt')})")
@@ -134,8 +138,11 @@ def default_out(args: argparse.Namespace, path: Path) -> Path:
 
 def evaluate_two_stream(args: argparse.Namespace, path: Path, checkpoint: dict, runtime: Runtime) -> dict:
     """Action accuracy of a two-stream checkpoint on every rank; rank 0 writes and prints."""
-    test_set, classes = action_test_set(args)
-    trained = checkpoint_config(checkpoint, path).class_names
+    config = checkpoint_config(checkpoint, path)
+    flows = None if config.flow == "motionnet" else FlowCache(args.flow_cache or path.parent.parent / "flow_cache",
+                                                              config.flow)
+    test_set, classes = action_test_set(args, flows)
+    trained = config.class_names
     if list(classes) != list(trained):
         raise CheckpointError(f"checkpoint {path} was trained on {len(trained)} classes ({', '.join(trained[:3])}, ...); "
                               f"--dataset {args.dataset} has {len(classes)} classes ({', '.join(classes[:3])}, ...)")

@@ -121,6 +121,9 @@ def models(args: argparse.Namespace) -> tuple[dict, object, dict]:
     if kind == "two_stream":
         network = load_two_stream(path)
         motion, config = network.motionnet, network.config
+        if motion is None:
+            raise CheckpointError(f"{path} is a two-stage network on precomputed {config.flow} flow: "
+                                  "export.py exports MotionNets and hidden two-stream networks")
         name = config.motion.variant
         motionnets[f"motionnet_{name}_w{motion.config.frames}"] = motion
         return motionnets, (f"two_stream_{name}", network, config), notes

@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     model = load_two_stream(args.checkpoint)
     if model.config.size is None:
         raise CheckpointError(f"{args.checkpoint} does not record the input size it was trained on")
+    if model.motionnet is None:
+        raise CheckpointError(f"{args.checkpoint} is a two-stage network on precomputed {model.config.flow} flow; "
+                              "predict.py runs hidden two-stream (MotionNet) checkpoints")
     model = runtime.prepare(model)
     prediction = predict_video(model, args.video, args.views, runtime)
     ranked = prediction.top(args.top)

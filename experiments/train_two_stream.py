@@ -7,6 +7,11 @@
     python experiments/train_two_stream.py --dataset ucf101 --video-root UCF-101 \
         --split-dir ucfTrainTestlist --split 1 --spatial-arch resnet50 --temporal-arch resnet50 \
         --spatial-weights imagenet --size 224 --frames 11 --optimizer sgd --lr 1e-3 --motion-lr 1e-6
+    python experiments/train_two_stream.py --motion tvl1 --flow-cache runs/flow_cache  # two-stage baseline
+
+With ``--motion tvl1|farneback|dis`` the temporal stream trains on classical flow instead of
+MotionNet's: the paper's two-stage baseline. The flow is computed once per video (or synthetic
+clip) into ``--flow-cache`` and reused by later epochs and runs; its size on disk ends the report.
 
 The loss is the paper's multi-task loss: cross-entropy on every trained head (spatial, temporal,
 fused) plus the unsupervised motion losses on MotionNet's pyramid (SSIM weights ten times smaller

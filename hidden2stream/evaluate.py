@@ -186,17 +186,8 @@ class ActionReport:
         return (matrix.diagonal() / matrix.sum(1).clamp(min=1)).tolist()
 
     def factor_accuracy(self, head: str, factor: int) -> tuple[float, float]:
-        """For labels ``major * factor + minor``: accuracy of the predicted major and minor parts.
-
-        The synthetic action classes are ``appearance * motions + motion``; with
-        ``factor = motions`` this says how well a head tells the appearance and the motion apart.
-        """
-        matrix = self.confusions[head].float()
-        true, pred = torch.meshgrid(torch.arange(self.num_classes), torch.arange(self.num_classes), indexing="ij")
-        total = matrix.sum().clamp(min=1)
-        major = matrix[(true // factor) == (pred // factor)].sum() / total
-        minor = matrix[(true % factor) == (pred % factor)].sum() / total
-        return float(major), float(minor)
+        """:func:`factor_accuracy` of ``head``'s confusion matrix."""
+        return factor_accuracy(self.confusions[head], factor)
 
     def as_dict(self) -> dict:
         return {"num_classes": self.num_classes, "chance": 1.0 / self.num_classes,
@@ -205,6 +196,22 @@ class ActionReport:
                 "skipped": len(self.skipped), "skipped_videos": self.skipped, "eval_seconds": self.seconds,
                 "confusion_head": self.confusion_head,
                 "confusions": {head: m.tolist() for head, m in self.confusions.items()}}
+
+
+def factor_accuracy(confusion: torch.Tensor, factor: int) -> tuple[float, float]:
+    """For labels ``major * factor + minor``: accuracy of the predicted major and minor parts, from a
+    confusion matrix ``(C, C)`` (rows true, columns predicted).
+
+    The synthetic action classes are ``appearance * motions + motion`` (``factor = motions``: how well
+    a head tells the appearance and the motion apart); the playback classes ``speed * 2 + direction``.
+    """
+    matrix = confusion.double()
+    classes = torch.arange(matrix.shape[0])
+    true, pred = torch.meshgrid(classes, classes, indexing="ij")
+    total = matrix.sum().clamp(min=1)
+    major = matrix[(true // factor) == (pred // factor)].sum() / total
+    minor = matrix[(true % factor) == (pred % factor)].sum() / total
+    return float(major), float(minor)
 
 
 def _topk(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
@@ -238,15 +245,17 @@ def _collate(items: list[dict]) -> tuple[dict | None, dict[int, str]]:
 
 
 def _forward_views(model: nn.Module, clips: torch.Tensor, runtime: Runtime, streams: tuple[str, ...],
-                   max_windows: int) -> dict[str, torch.Tensor]:
-    """Logits per head ``(N, C)`` (float32, CPU) of clips ``(N, K, T+1, 3, H, W)``, run in chunks
-    of at most ``max_windows`` windows (at least one clip): in eval mode each clip is scored
-    alone, so chunking changes nothing but the memory."""
+                   max_windows: int, flows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Logits per head ``(N, C)`` (float32, CPU) of clips ``(N, K, T+1, 3, H, W)`` (and, for a
+    two-stage model, their flows ``(N, K, T, 2, H, W)``), run in chunks of at most ``max_windows``
+    windows (at least one clip): in eval mode each clip is scored alone, so chunking changes
+    nothing but the memory."""
     per = max(1, max_windows // clips.shape[1])
     parts: list[dict[str, torch.Tensor]] = []
     for start in range(0, clips.shape[0], per):
+        given = {} if flows is None else {"flows": flows[start:start + per].to(runtime.device)}
         with runtime.autocast():
-            out = model(clips[start:start + per].to(runtime.device), streams=streams)
+            out = model(clips[start:start + per].to(runtime.device), streams=streams, **given)
         parts.append({head: out[head].float().cpu() for head in HEADS if head in out})
     return {head: torch.cat([p[head] for p in parts]) for head in parts[0]}
 
@@ -275,11 +284,12 @@ def _score_shard(model: nn.Module, loader: DataLoader, runtime: Runtime, streams
             bar.update(len(skipped))
             if batch is None:
                 continue
-            frames = batch["frames"]
+            frames, flows = batch["frames"], batch.get("flows")
             if frames.ndim == 6:  # one view per video
-                frames = frames[:, None]
+                frames, flows = frames[:, None], None if flows is None else flows[:, None]
             b, v = frames.shape[:2]
-            logits = _forward_views(model, frames.flatten(0, 1), runtime, streams, max_windows)
+            logits = _forward_views(model, frames.flatten(0, 1), runtime, streams, max_windows,
+                                    None if flows is None else flows.flatten(0, 1))
             for j, (index, label) in enumerate(zip(batch["index"].tolist(), batch["label"].tolist())):
                 records[index] = _video_record({h: s[j * v:(j + 1) * v] for h, s in logits.items()}, label)
             bar.update(b)
@@ -320,7 +330,8 @@ def evaluate_actions(model: nn.Module, dataset: Dataset, runtime: Runtime, num_c
     """Clip and video top-1/top-5 of each stream head and the fused head, on every rank.
 
     Items hold ``frames`` of shape ``(V, K, T+1, 3, H, W)`` (V test views: crops x flips) or
-    ``(K, T+1, 3, H, W)`` (one view). A clip is one view (its K windows averaged by the model); a
+    ``(K, T+1, 3, H, W)`` (one view), and for a two-stage model their ``flows`` ``(V, K, T, 2, H, W)``
+    or ``(K, T, 2, H, W)``. A clip is one view (its K windows averaged by the model); a
     video's score is the mean softmax over its views. With both streams, ``late`` is the paper's
     test-time rule (negative scores clipped, each stream L1-normalised, spatial + 1.5 x temporal)
     on the video scores.

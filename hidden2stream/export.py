@@ -35,9 +35,10 @@ from torch import nn
 
 from hidden2stream.errors import UserError
 from hidden2stream.flow.refine import LucasKanadeRefinement
+from hidden2stream.models import motionnet as motionnet_module
 from hidden2stream.models import motionnet_corr
 from hidden2stream.models.hidden import StackedHiddenStream, flow_to_clip, flow_to_stack
-from hidden2stream.models.motionnet import DOWNSAMPLING, refined_output
+from hidden2stream.models.motionnet import DOWNSAMPLING
 from hidden2stream.models.motionnet_corr import CorrMotionNet
 from hidden2stream.models.two_stream import HiddenTwoStream
 
@@ -109,21 +110,27 @@ def upsample_flow(flow: torch.Tensor, size: Sequence) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def _symbolic_corr_upsampling() -> Iterator[None]:
-    """MotionNet-C's decoder resizes flows with ``upsample_flow`` between levels; while tracing, it
-    uses the symbolic :func:`upsample_flow` (same arithmetic), so its sizes stay free."""
-    original = motionnet_corr.upsample_flow
-    motionnet_corr.upsample_flow = upsample_flow
+def _symbolic_upsampling() -> Iterator[None]:
+    """MotionNet-C's decoder (between levels) and every variant's full-resolution flow
+    (``PaddedFlows.full_resolution``) resize flows with ``upsample_flow``; while tracing, they use
+    the symbolic :func:`upsample_flow` (same arithmetic), so their sizes stay free."""
+    modules = (motionnet_corr, motionnet_module)
+    originals = [module.upsample_flow for module in modules]
+    for module in modules:
+        module.upsample_flow = upsample_flow
     try:
         yield
     finally:
-        motionnet_corr.upsample_flow = original
+        for module, original in zip(modules, originals):
+            module.upsample_flow = original
 
 
-def finest_flow(motionnet: nn.Module, frames: torch.Tensor) -> torch.Tensor:
-    """The 1/2-resolution level of the padded flow pyramid ``(B, T, 2, H_pad / 2, W_pad / 2)``."""
-    with _symbolic_corr_upsampling():
-        return motionnet.decode(encode(motionnet, frames), all_scales=True, size=None)[-1]
+def final_flow(motionnet: nn.Module, frames: torch.Tensor) -> torch.Tensor:
+    """``motionnet(frames, all_scales=False)``, shape-generic: the same
+    :meth:`~hidden2stream.models.motionnet.MotionNetBase.final_flow` on the always-padded encoder
+    maps. Frames ``(B, T+1, 3, H, W)`` -> forward flows ``(B, T, 2, H, W)`` in pixels."""
+    with _symbolic_upsampling():
+        return motionnet.final_flow(frames, motionnet.decode_padded(encode(motionnet, frames)))
 
 
 class ExportableFlow(nn.Module):
@@ -135,10 +142,7 @@ class ExportableFlow(nn.Module):
         self.motionnet = motionnet
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        height, width = frames.shape[-2:]
-        finest = finest_flow(self.motionnet, frames)
-        padded = (2 * finest.shape[-2], 2 * finest.shape[-1])
-        return refined_output(self.motionnet, frames, upsample_flow(finest, padded)[..., :height, :width])
+        return final_flow(self.motionnet, frames)
 
 
 class _WithoutPyramid(nn.Module):
@@ -158,13 +162,11 @@ class _WithoutPyramid(nn.Module):
 
 
 class _Stacked(_WithoutPyramid):
-    """:class:`StackedHiddenStream` without the pyramid: the 1/2 level cropped to the input
-    (``ceil(H / 2)``), resized to ``(H, W)``, as a flow stack into the temporal stream."""
+    """:class:`StackedHiddenStream` without the pyramid: MotionNet's final flow (:func:`final_flow`)
+    as a flow stack (or clip) into the temporal stream."""
 
     def forward_features(self, frames: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        height, width = frames.shape[-2:]
-        finest = finest_flow(self.inner.motionnet, frames)[..., : (height + 1) // 2, : (width + 1) // 2]
-        flow = upsample_flow(finest, (height, width))
+        flow = final_flow(self.inner.motionnet, frames)
         is_video = getattr(self.inner.temporal, "is_video", False)  # a 3D temporal CNN takes a flow clip
         to_input = flow_to_clip if is_video else flow_to_stack
         return self.inner.temporal.forward_features(to_input(flow, self.inner.clip)), []
@@ -183,6 +185,8 @@ class ExportableTwoStream(nn.Module):
 
     def __init__(self, model: HiddenTwoStream) -> None:
         super().__init__()
+        if model.motionnet is None:
+            raise ValueError("a two-stage network (temporal stream on precomputed flow) has no MotionNet to export")
         hidden = _Stacked(model.hidden) if isinstance(model.hidden, StackedHiddenStream) else _Branched(model.hidden)
         network = copy.copy(model)  # shares every parameter; only the hidden stream is swapped
         network._modules = dict(model._modules)

@@ -50,6 +50,22 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MANIFEST = WEIGHTS_DIR / "MANIFEST.json"
 
 
+def init_from_two_stream(model: HiddenTwoStream, path: str | Path) -> list[str]:
+    """Copy into ``model`` every tensor of the two-stream checkpoint ``path`` (e.g. a playback
+    pretext run) whose name and shape match, except the classifier heads (every ``head`` module),
+    which stay new: the start of a fine-tuning on other classes. Returns the names left new;
+    a one-line UserError when nothing matches (another architecture)."""
+    source = load_two_stream(path).state_dict()
+    target = model.state_dict()
+    taken = {name: tensor for name, tensor in source.items()
+             if "head" not in name.split(".") and name in target and target[name].shape == tensor.shape}
+    if not taken:
+        raise UserError(f"{path} shares no weights with this network (other streams or MotionNet)")
+    target.update(taken)
+    model.load_state_dict(target)
+    return sorted(set(target) - set(taken))
+
+
 def shipped_weights() -> dict[str, dict[str, Any]]:
     """The manifest of the shipped weights: name -> entry (``file``, ``sha256``, ``model``, ...)."""
     if not MANIFEST.is_file():
@@ -92,6 +108,8 @@ def _motionnet_parts(source: str | Path) -> tuple[Path, MotionNetConfig, dict[st
     config = checkpoint_config(checkpoint, path)
     if isinstance(config, MotionNetConfig):
         return path, config, checkpoint["model"]
+    if config.flow != "motionnet":
+        raise CheckpointError(f"{path} is a two-stage network on precomputed {config.flow} flow: it holds no MotionNet")
     weights = {k[len(MOTIONNET_PREFIX):]: v for k, v in checkpoint["model"].items() if k.startswith(MOTIONNET_PREFIX)}
     return path, config.motion, weights
 

@@ -5,11 +5,11 @@
 * :func:`write_prediction_video`: the clip at a viewable size beside the hidden flow the network
   classified, with the video's top-3 in a header line and each window's own top-1 at the bottom.
 
-The flow shown is the hidden stream's input (before its ±20 px clip): MotionNet's finest flow (1/2 resolution) upsampled
-to the model's input size, as :class:`~hidden2stream.models.hidden.StackedHiddenStream` computes
-it, from the same forward pass that scores the window (a branched hidden stream classifies
-MotionNet's encoder features instead; the flow shown is then its decoder's output from that pass).
-It is computed at the model's input size (the checkpoint's ``config.size``, e.g. 64x64, aspect not
+The flow shown is the hidden stream's input (before its ±20 px clip): MotionNet's final flow,
+``motionnet(frames, all_scales=False)`` (refined when its config says so), which is what
+:class:`~hidden2stream.models.hidden.StackedHiddenStream` classifies and what ``experiments/flow.py``
+writes (a branched hidden stream classifies MotionNet's encoder features instead; the flow shown is
+then its decoder's final flow). It is computed at the model's input size (the checkpoint's ``config.size``, e.g. 64x64, aspect not
 kept), colour-coded there and only then resized to the displayed frame: a flow computed at the
 display size would not be what the network classified.
 """
@@ -25,7 +25,6 @@ from hidden2stream.data.sampling import evenly_spaced_starts
 from hidden2stream.data.video import probe_video, read_frames, read_frames_uint8
 from hidden2stream.flow.predict import split_windows
 from hidden2stream.flow.visualize import frame_and_flow
-from hidden2stream.models.motionnet import upsample_flow
 from hidden2stream.models.two_stream import HiddenTwoStream
 from hidden2stream.progress import Progress
 from hidden2stream.train.runtime import Runtime, evaluation
@@ -79,7 +78,7 @@ def window_outputs(model: HiddenTwoStream, windows: Tensor, head: str, runtime: 
     softmax ``(B, C)``, the hidden stream's flows ``(B, T, 2, H, W)`` in pixels), on the CPU."""
     with evaluation(model), runtime.autocast():
         out = model(windows[:, None].to(runtime.device))
-        flows = upsample_flow(out["pyramid"][-1].float(), windows.shape[-2:])
+        flows = model.motionnet(windows.to(runtime.device), all_scales=False).float()
     return out[head].float().softmax(-1).cpu(), flows.cpu()
 
 

@@ -85,6 +85,22 @@ def write_video(path: Path, frames: int, level: int = 128, size: int = 32) -> Pa
     return path
 
 
+LEVEL_STEP = 6  # grey level of frame t of write_counter_video: LEVEL_STEP * t
+
+
+def write_counter_video(path: Path, frames: int, size: int = 32) -> Path:
+    """A video whose frame t is uniformly grey at level ``LEVEL_STEP * t``: its frames say their number."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = size, size, "yuv420p"
+        for t in range(frames):
+            image = np.full((size, size, 3), LEVEL_STEP * t, dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
 def smooth_texture(
     height: int, width: int, dx: float = 0.0, dy: float = 0.0, frequency: float = 1.0
 ) -> torch.Tensor:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import load_script
+from helpers import load_script, write_counter_video
 
 
 
@@ -214,3 +214,61 @@ def test_loss_landscape_smoke(tmp_path, images_dir):
     assert weighted["photometric"] == pytest.approx(6.5 * x1["photometric"], rel=1e-4)
     assert rows["census"]["margin"] == pytest.approx(rows["census x6.5"]["margin"], rel=1e-6)
     assert "| improved |" in (out / "loss_landscape.md").read_text()
+
+
+def test_real_motion_smoke(tmp_path):
+    """--train/--test folders (class subfolders ignored): one fold of each run, the JSON's stable keys."""
+    for i in range(2):
+        write_counter_video(tmp_path / "train" / f"class{i}" / f"v{i}.mp4", 20 + i)
+    write_counter_video(tmp_path / "test" / "someclass" / "t.mp4", 24)
+    bench = load("benchmarks", "real_motion")
+    out, json_path = tmp_path / "out", tmp_path / "results.json"
+    result = bench.main(["--train", str(tmp_path / "train"), "--test", str(tmp_path / "test"), "--steps", "2",
+                         "--batch-size", "4", "--size", "32", "--frames", "3", "--test-windows", "1",
+                         "--workers", "0", "--out", str(out), "--json", str(json_path), "--quiet"])
+    saved = json.loads(json_path.read_text())
+    assert saved == json.loads((out / "real_motion.json").read_text())
+    assert set(saved["streams"]) == {"spatial", "hidden", "dis", "fused"}
+    for name, stream in saved["streams"].items():
+        for factor in ("speed", "direction", "both"):
+            assert 0.0 <= stream[factor] <= 1.0, (name, factor)
+        assert stream["test_items"] == 6 and positive(stream["train_minutes"])
+    assert saved["folds"] == ["given"] and result["chance"]["speed"] == pytest.approx(1 / 3)
+    assert "| hidden |" in (out / "real_motion.md").read_text()
+
+
+def test_real_motion_folds_leave_one_video_out(tmp_path):
+    for i in range(3):
+        write_counter_video(tmp_path / "clips" / f"v{i}.mp4", 20 + i)
+    (tmp_path / "clips" / "broken.mp4").write_text("not a video")
+    bench = load("benchmarks", "real_motion")
+    args = bench.build_parser().parse_args(["--clips", str(tmp_path / "clips"), "--out", str(tmp_path / "out")])
+    folds = bench.folds(args)
+    assert [name for name, _, _ in folds] == ["v0.mp4", "v1.mp4", "v2.mp4"]
+    for name, train, test in folds:
+        assert [p.name for p in test.iterdir()] == [name]
+        assert sorted(p.name for p in train.iterdir()) == sorted({"v0.mp4", "v1.mp4", "v2.mp4"} - {name})
+
+
+def test_two_stage_accuracy_smoke(tmp_path):
+    bench = load("benchmarks", "two_stage_accuracy")
+    out = tmp_path / "out"
+    result = bench.main(["--flows", "motionnet,dis", "--refinements", "none", "--steps", "2", "--batch-size", "4",
+                         "--train-items", "8", "--test-items", "12", "--workers", "0", "--out", str(out), "--quiet"])
+    assert [r["flow"] for r in result["rows"]] == ["motionnet-none", "dis"]
+    for row in result["rows"]:
+        assert 0 <= row["temporal"] <= 1 and 0 <= row["fused"] <= 1 and positive(row["train_seconds"])
+    assert result["rows"][0]["flow_cache"] is None and "per hour" not in (result["rows"][1]["flow_cache"] or "x")
+    assert json.loads((out / "two_stage_accuracy.json").read_text())["rows"] == result["rows"]
+
+
+def test_pretext_few_labels_smoke(tmp_path):
+    for i in range(3):
+        write_counter_video(tmp_path / "videos" / f"v{i}.mp4", 40 + i, size=64)
+    bench = load("benchmarks", "pretext_few_labels")
+    result = bench.main(["--videos", str(tmp_path / "videos"), "--per-class", "1", "--pretext-steps", "2",
+                         "--steps", "2", "--batch-size", "4", "--test-items", "12", "--workers", "0",
+                         "--out", str(tmp_path / "out"), "--quiet"])
+    assert [(r["per_class"], r["pretext"]) for r in result["rows"]] == [(1, False), (1, True)]
+    assert all(0 <= r["fused"] <= 1 for r in result["rows"])
+    assert (tmp_path / "out" / "pretext_few_labels.md").is_file()

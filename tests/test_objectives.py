@@ -57,9 +57,9 @@ def test_fine_tuning_occlusion_loss_uses_backward_flows(hidden, preset, monkeypa
 
 def test_fine_tuning_without_occlusion_runs_motionnet_once(monkeypatch):
     model, batch = _model_and_batch()
-    calls = []
-    original = type(model.motionnet).forward
-    monkeypatch.setattr(type(model.motionnet), "forward",
+    calls = []  # MotionNet passes: the hidden stream's pyramid_and_flow, forward, ... each encode once
+    original = type(model.motionnet).encode
+    monkeypatch.setattr(type(model.motionnet), "encode",
                         lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
     config = PRESETS["paper"]()
     _, metrics = ActionObjective(STREAMS, config)(model, batch)

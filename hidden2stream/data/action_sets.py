@@ -7,7 +7,10 @@ same videos, same order):
 * ``synthetic``: the embedded (appearance x motion) clips, no files; the test set is seeded with
   ``10_000 + seed``, the training set with ``seed``;
 * ``ucf101`` / ``hmdb51``: the official split files under ``--split-dir``, videos under ``--video-root``;
-* ``folder``: class folders of your own videos, ``--video-root`` for training, ``--test-root`` for testing.
+* ``folder``: class folders of your own videos, ``--video-root`` for training, ``--test-root`` for testing;
+* ``playback``: unlabelled videos (any folder, searched recursively) labelled by playback speed and
+  direction (:mod:`~hidden2stream.data.playback`): ``--video-root`` for training, ``--test-root`` for
+  testing, or without it a split of ``--video-root`` by video (``--test-fraction``).
 
 The test protocol: ``--test-windows`` evenly spaced windows per video (default: 5 for videos; for
 the synthetic data, the K training segments at their TSN offsets), ``--test-crops centre|multi``
@@ -18,19 +21,25 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from torch.utils.data import Dataset
 
-from hidden2stream.cli import existing_dir, frame_count, image_size, options_check, positive_int
+from hidden2stream.cli import existing_dir, frame_count, image_size, options_check, positive_int, probability
 from hidden2stream.data.actions import (TEST_CROPS, ActionVideoDataset, VideoSample, parse_class_folders,
                                         parse_hmdb51, parse_ucf101)
+from hidden2stream.data.playback import PlaybackDataset, check_disjoint, find_videos, split_by_video
 from hidden2stream.data.synthetic_actions import SyntheticActionConfig, SyntheticActionDataset
 from hidden2stream.errors import UserError
 
+if TYPE_CHECKING:
+    from hidden2stream.flow.cache import FlowCache
+
 log = logging.getLogger(__name__)
 
-DATASETS = ("synthetic", "ucf101", "hmdb51", "folder")
+DATASETS = ("synthetic", "ucf101", "hmdb51", "folder", "playback")
 VIDEO_TEST_WINDOWS = 5  # evenly spaced test windows per real video unless --test-windows says otherwise
+PLAYBACK_TEST_WINDOWS = 4  # --dataset playback: test windows per video and class (centre crop only)
 TEST_SEED_OFFSET = 10_000
 
 
@@ -45,7 +54,10 @@ def add_action_data_args(parser: argparse.ArgumentParser, *, train: bool = True,
     data.add_argument("--video-root", type=existing_dir, help="videos (ucf101/hmdb51/folder of class folders)")
     data.add_argument("--split-dir", type=existing_dir, help="folder of the official split files")
     data.add_argument("--split", type=int, default=1, choices=[1, 2, 3])
-    data.add_argument("--test-root", type=existing_dir, help="--dataset folder: test class folders")
+    data.add_argument("--test-root", type=existing_dir,
+                      help="--dataset folder: test class folders; --dataset playback: test videos (any folder)")
+    data.add_argument("--test-fraction", type=probability, default=0.25,
+                      help="--dataset playback without --test-root: share of --video-root's videos held out")
     data.add_argument("--appearances", type=positive_int, default=appearances, help="synthetic: colour schemes")
     data.add_argument("--motions", type=positive_int, default=motions, help="synthetic: motion kinds (<= 8)")
     if train:
@@ -67,6 +79,8 @@ def add_action_data_args(parser: argparse.ArgumentParser, *, train: bool = True,
 
 def views_per_video(args: argparse.Namespace) -> tuple[int, int]:
     """``(windows, views)`` per test video under the options: views = crops x flips."""
+    if args.dataset == "playback":
+        return args.test_windows or PLAYBACK_TEST_WINDOWS, 1
     windows = args.test_windows or (args.segments if args.dataset == "synthetic" else VIDEO_TEST_WINDOWS)
     return windows, (5 if args.test_crops == "multi" else 1) * (2 if args.test_flip else 1)
 
@@ -105,40 +119,70 @@ def _video_samples(args: argparse.Namespace, subset: str) -> tuple[list[VideoSam
     return parse(args.video_root, args.split_dir, args.split, subset)
 
 
-def _video_common(args: argparse.Namespace, classes: list[str]) -> dict:
+def _video_common(args: argparse.Namespace, classes: list[str], flow_cache: FlowCache | None = None) -> dict:
     return dict(num_classes=len(classes), segments=args.segments, frames=args.frames, size=args.size,
-                seed=args.seed, cache_dir=args.frame_cache)
+                seed=args.seed, cache_dir=args.frame_cache, flow_cache=flow_cache)
 
 
-def action_test_set(args: argparse.Namespace) -> tuple[Dataset, list[str]]:
-    """The test set under the options' test protocol, and the class names."""
+def _playback_videos(args: argparse.Namespace, subset: str) -> list[Path]:
+    """The ``train`` or ``test`` videos of ``--dataset playback``: two folders that share no video,
+    or one folder split by video (the same split for both subsets)."""
+    if args.video_root is None:
+        raise UserError("--dataset playback needs --video-root (a folder of videos)")
+    if args.test_root is None:
+        train, test = split_by_video(find_videos(args.video_root), args.test_fraction, args.seed)
+    else:
+        train, test = find_videos(args.video_root), find_videos(args.test_root)
+        check_disjoint(train, test)
+    return train if subset == "train" else test
+
+
+def _playback_set(args: argparse.Namespace, subset: str,
+                  flow_cache: FlowCache | None) -> tuple[Dataset, list[str]]:
+    dataset = PlaybackDataset(_playback_videos(args, subset), frames=args.frames, size=args.size,
+                              train=subset == "train", segments=args.segments,
+                              test_windows=args.test_windows or PLAYBACK_TEST_WINDOWS, seed=args.seed,
+                              cache_dir=args.frame_cache, flow_cache=flow_cache)
+    return dataset, dataset.class_names
+
+
+def action_test_set(args: argparse.Namespace, flow_cache: FlowCache | None = None) -> tuple[Dataset, list[str]]:
+    """The test set under the options' test protocol, and the class names; with ``flow_cache`` (the
+    two-stage model) its items hold their classical ``flows`` too."""
+    if args.dataset == "playback":
+        return _playback_set(args, "test", flow_cache)
     if args.dataset == "synthetic":
         if args.test_flip:
             log.warning("--test-flip on the synthetic data mirrors its motions (right <-> left, clockwise <-> "
                         "counter-clockwise): the flipped views show another class's motion")
         test_set = SyntheticActionDataset(args.test_items, _synthetic_config(args), seed=TEST_SEED_OFFSET + args.seed,
                                           test_windows=args.test_windows, test_crops=args.test_crops,
-                                          test_flip=args.test_flip)
+                                          test_flip=args.test_flip, flow_cache=flow_cache)
         return test_set, test_set.class_names
     samples, classes = _video_samples(args, "test")
     windows = args.test_windows or VIDEO_TEST_WINDOWS
     return ActionVideoDataset(samples, train=False, test_windows=windows, test_crops=args.test_crops,
-                              test_flip=args.test_flip, **_video_common(args, classes)), classes
+                              test_flip=args.test_flip, **_video_common(args, classes, flow_cache)), classes
 
 
-def action_train_set(args: argparse.Namespace) -> tuple[Dataset, list[str]]:
-    """The training set and the class names."""
+def action_train_set(args: argparse.Namespace, flow_cache: FlowCache | None = None) -> tuple[Dataset, list[str]]:
+    """The training set and the class names (``flow_cache``: as :func:`action_test_set`)."""
+    if args.dataset == "playback":
+        return _playback_set(args, "train", flow_cache)
     if args.dataset == "synthetic":
-        train_set = SyntheticActionDataset(args.train_items, _synthetic_config(args), seed=args.seed)
+        train_set = SyntheticActionDataset(args.train_items, _synthetic_config(args), seed=args.seed,
+                                           flow_cache=flow_cache)
         return train_set, train_set.class_names
     samples, classes = _video_samples(args, "train")
-    return ActionVideoDataset(samples, train=True, **_video_common(args, classes)), classes
+    return ActionVideoDataset(samples, train=True, **_video_common(args, classes, flow_cache)), classes
 
 
-def action_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, list[str]]:
-    """(train set, test set, class names); synthetic data needs no files."""
-    train_set, classes = action_train_set(args)
-    test_set, test_classes = action_test_set(args)
+def action_datasets(args: argparse.Namespace,
+                    flow_cache: FlowCache | None = None) -> tuple[Dataset, Dataset, list[str]]:
+    """(train set, test set, class names); synthetic data needs no files. With ``flow_cache`` the
+    items hold their classical ``flows`` too."""
+    train_set, classes = action_train_set(args, flow_cache)
+    test_set, test_classes = action_test_set(args, flow_cache)
     if list(test_classes) != list(classes):
         raise UserError(f"the test set's classes differ from the training set's ({len(test_classes)} "
                         f"vs {len(classes)})")

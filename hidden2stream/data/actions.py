@@ -10,6 +10,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import Dataset
@@ -19,6 +20,9 @@ from hidden2stream.data.frame_cache import read_window
 from hidden2stream.data.probe import probe_videos, report_dropped
 from hidden2stream.data.sampling import evenly_spaced_starts, item_generator, segment_starts, valid_starts
 from hidden2stream.errors import UserError, VideoError
+
+if TYPE_CHECKING:
+    from hidden2stream.flow.cache import FlowCache
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +168,30 @@ def eval_views(clip: torch.Tensor, size: tuple[int, int], crops: str = "centre",
     return torch.stack(views)
 
 
+def mirror_flow(flow: torch.Tensor) -> torch.Tensor:
+    """The flows ``(..., 2, H, W)`` of the left-right mirrored frames: flipped along W, u negated."""
+    return flow.flip(-1) * flow.new_tensor([-1.0, 1.0]).view(2, 1, 1)
+
+
+def eval_flow_views(flows: torch.Tensor, size: tuple[int, int], crops: str = "centre",
+                    flip: bool = False) -> torch.Tensor:
+    """The test views ``(V, ..., 2, H, W)`` of flows ``(..., 2, H, W)``, cut as :func:`eval_views` cuts
+    their frames; a flipped view mirrors the motion, so its u is negated (:func:`mirror_flow`)."""
+    views = eval_views(flows, size, crops, flip)
+    if flip:
+        views[views.shape[0] // 2:, ..., 0, :, :] *= -1.0
+    return views
+
+
+def same_random_crop(clips: list[torch.Tensor], size: tuple[int, int],
+                     generator: torch.Generator) -> list[torch.Tensor]:
+    """:func:`random_crop` of each of ``clips (..., H, W)`` (one H, W) at one position: one draw
+    from ``generator``, as for a single clip."""
+    joined = random_crop(torch.cat([c.flatten(0, -3) for c in clips]), size, generator)
+    parts = joined.split([c.shape[:-2].numel() for c in clips])
+    return [part.reshape(*c.shape[:-2], *part.shape[-2:]).contiguous() for part, c in zip(parts, clips)]
+
+
 class ActionVideoDataset(Dataset):
     """TSN clips from labelled videos.
 
@@ -177,6 +205,13 @@ class ActionVideoDataset(Dataset):
     ``test_crops="centre"`` (1) or ``"multi"`` (centre + 4 corners, 5), times 2 when
     ``test_flip`` (the flipped views follow the others). A model averages over V and K.
 
+    With a ``flow_cache`` (:class:`~hidden2stream.flow.cache.FlowCache`, the two-stage model's
+    classical flow) items also hold ``"flows"``: train ``(K, T, 2, H, W)``, test ``(V, K, T, 2, H,
+    W)``, forward flows between consecutive frames of each window, computed at the resized
+    resolution and cut with the same crop and views as the frames (a flipped view negates u). The
+    flows of every kept video are extracted when the dataset is built (those already in the cache
+    are reused).
+
     Every video is probed when the dataset is built (:mod:`~hidden2stream.data.probe`, cached per
     file and in ``cache_dir``): unreadable ones and those shorter than one window are dropped with a
     log line each and a count line, and listed in :attr:`dropped`; :attr:`samples` holds the kept
@@ -189,7 +224,8 @@ class ActionVideoDataset(Dataset):
     def __init__(self, samples: list[VideoSample], num_classes: int, segments: int = 3,
                  frames: int = 11, size: tuple[int, int] = (112, 112), train: bool = True,
                  test_windows: int = 5, test_crops: str = "centre", test_flip: bool = False,
-                 seek: bool = True, seed: int = 0, cache_dir: str | Path | None = None) -> None:
+                 seek: bool = True, seed: int = 0, cache_dir: str | Path | None = None,
+                 flow_cache: FlowCache | None = None) -> None:
         if not samples:
             raise ValueError("no videos given to ActionVideoDataset")
         bad = [s for s in samples if not 0 <= s.label < num_classes]
@@ -203,7 +239,7 @@ class ActionVideoDataset(Dataset):
         self.segments, self.frames, self.size = segments, frames, tuple(size)
         self.train, self.test_windows = train, test_windows
         self.test_crops, self.test_flip = test_crops, test_flip
-        self.seek, self.seed, self.cache_dir = seek, seed, cache_dir
+        self.seek, self.seed, self.cache_dir, self.flow_cache = seek, seed, cache_dir, flow_cache
         self.short_side = round(RESIZE_FACTOR * max(self.size))
         self.epoch = 0
         self.samples: list[VideoSample] = []
@@ -223,6 +259,10 @@ class ActionVideoDataset(Dataset):
         where = Path(os.path.commonpath([str(s.path.absolute().parent) for s in samples]))
         report_dropped(self.dropped, len(samples), f"unreadable or shorter than {frames} frames", where)
         self._failed: set[int] = set()
+        if flow_cache is not None:
+            if frames < 2:
+                raise ValueError(f"flows need windows of at least 2 frames, got {frames}")
+            flow_cache.extract([s.path for s in self.samples], self.short_side)
 
     def set_epoch(self, epoch: int) -> None:
         """New random training windows and crops for ``epoch``."""
@@ -231,7 +271,8 @@ class ActionVideoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _clip(self, index: int) -> torch.Tensor:
+    def _clip(self, index: int) -> dict[str, torch.Tensor]:
+        """``{"frames"}`` (and ``"flows"`` with a flow cache) of item ``index``, cropped or in views."""
         path, n = self.samples[index].path, self._num_frames[index]
         if self.train:
             generator = item_generator(self.seed, index, self.epoch)
@@ -241,12 +282,20 @@ class ActionVideoDataset(Dataset):
         windows = [read_window(path, s, self.frames, self.short_side, self.cache_dir, self.seek)
                    for s in starts]
         clip = torch.stack(windows)  # (K, T+1, 3, H', W')
+        if self.flow_cache is None:
+            if self.train:
+                return {"frames": random_crop(clip, self.size, generator).contiguous()}
+            return {"frames": eval_views(clip, self.size, self.test_crops, self.test_flip)}
+        flows = torch.stack([self.flow_cache.read(path, self.short_side, s, self.frames - 1)
+                             for s in starts])  # (K, T, 2, H', W')
         if self.train:
-            return random_crop(clip, self.size, generator).contiguous()
-        return eval_views(clip, self.size, self.test_crops, self.test_flip)
+            clip, flows = same_random_crop([clip, flows], self.size, generator)
+            return {"frames": clip, "flows": flows}
+        return {"frames": eval_views(clip, self.size, self.test_crops, self.test_flip),
+                "flows": eval_flow_views(flows, self.size, self.test_crops, self.test_flip)}
 
     def _item(self, index: int) -> dict[str, torch.Tensor]:
-        return {"frames": self._clip(index), "label": torch.tensor(self.samples[index].label, dtype=torch.long)}
+        return {**self._clip(index), "label": torch.tensor(self.samples[index].label, dtype=torch.long)}
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not 0 <= index < len(self):

@@ -11,15 +11,19 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from hidden2stream.data.actions import RESIZE_FACTOR, TEST_CROPS, eval_views
+from hidden2stream.data.actions import RESIZE_FACTOR, TEST_CROPS, eval_flow_views, eval_views
 from hidden2stream.data.layers import (Layer, SeededDataset, affine, covering_layer, pixel_grid, render_frames,
                                       superellipse_mask)
 from hidden2stream.data.sampling import evenly_spaced_starts
 from hidden2stream.data.textures import procedural_texture
+
+if TYPE_CHECKING:
+    from hidden2stream.flow.cache import FlowCache
 
 APPEARANCES: tuple[tuple[str, tuple[float, float, float]], ...] = (
     ("red-stripes", (0.9, 0.12, 0.1)),
@@ -109,10 +113,17 @@ class SyntheticActionDataset(SeededDataset):
     and speeds in pixels as in training; a new scene, since textures are drawn per size) and cuts
     the centre and four corner crops. Flipping mirrors the motion: "right" becomes "left", and
     clockwise rotation counter-clockwise, so flipped views show another class's motion.
+
+    With a ``flow_cache`` (:class:`~hidden2stream.flow.cache.FlowCache`, the two-stage model's
+    classical flow) items also hold ``"flows"`` ``(K, T, 2, H, W)`` (views: ``(V, K, T, 2, H, W)``):
+    the forward flows between consecutive frames of each rendered window, computed once per item
+    (keyed by the rendered config, seed, test windows and index: an item is the same every time),
+    then cut into views as the frames (a flipped view negates u).
     """
 
     def __init__(self, length: int, config: SyntheticActionConfig | None = None, seed: int = 0,
-                 test_windows: int | None = None, test_crops: str = "centre", test_flip: bool = False) -> None:
+                 test_windows: int | None = None, test_crops: str = "centre", test_flip: bool = False,
+                 flow_cache: FlowCache | None = None) -> None:
         super().__init__(length, seed)
         if test_crops not in TEST_CROPS:
             raise ValueError(f"test crops must be 'centre' or 'multi', got {test_crops!r}")
@@ -120,6 +131,7 @@ class SyntheticActionDataset(SeededDataset):
             raise ValueError(f"test_windows must be >= 1, got {test_windows}")
         self.config = config or SyntheticActionConfig()
         self.test_windows, self.test_crops, self.test_flip = test_windows, test_crops, test_flip
+        self.flow_cache = flow_cache
         self.render = self.config if test_crops == "centre" else self._canvas(self.config)
         self.num_classes = self.config.appearances * self.config.motions
         self.class_names = [
@@ -146,9 +158,16 @@ class SyntheticActionDataset(SeededDataset):
         times = (starts[:, None] + torch.arange(cfg.frames)).flatten().tolist()
         frames, _ = render_frames(layers, times, cfg.height, cfg.width)
         clip = frames.view(len(starts), cfg.frames, 3, cfg.height, cfg.width)
+        item = {"frames": clip, "label": torch.tensor(label, dtype=torch.long)}
+        if self.flow_cache is not None:
+            key = f"synthetic-actions {cfg!r} seed={self.seed} test_windows={self.test_windows} index={index}"
+            item["flows"] = self.flow_cache.item_flows(key, clip)
         if cfg is not self.config or self.test_flip:
-            clip = eval_views(clip, (self.config.height, self.config.width), self.test_crops, self.test_flip)
-        return {"frames": clip, "label": torch.tensor(label, dtype=torch.long)}
+            size = (self.config.height, self.config.width)
+            item["frames"] = eval_views(clip, size, self.test_crops, self.test_flip)
+            if "flows" in item:
+                item["flows"] = eval_flow_views(item["flows"], size, self.test_crops, self.test_flip)
+        return item
 
     def window_starts(self, generator: torch.Generator) -> Tensor:
         """TSN: one window start at a random offset within each of K equal segments of the clip."""

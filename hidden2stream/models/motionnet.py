@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -70,9 +70,10 @@ class MotionNetConfig:
     (:class:`~hidden2stream.models.motionnet_recurrent.RecurrentMotionNet`). ``frames``: window
     length T+1 (gives T flows). ``layers``: the variant's widths (:class:`MotionNetLayers`,
     ``CorrLayers`` or ``RecurrentLayers``); None takes the variant's defaults. ``refinement``: a
-    parameter-free :class:`~hidden2stream.flow.refine.LucasKanadeRefinement` of the full-resolution output
-    (``all_scales=False``: what flow commands and benchmarks read; the multi-scale pyramid that
-    training and the hidden stream use is left as the network predicts it), or None.
+    parameter-free, differentiable :class:`~hidden2stream.flow.refine.LucasKanadeRefinement` of the
+    full-resolution output (``all_scales=False``: what flow commands and benchmarks read, and what the
+    stacked hidden stream classifies; the multi-scale pyramid of the training losses is left as the
+    network predicts it), or None.
     """
 
     variant: str = "tiny"
@@ -158,6 +159,98 @@ def normalised_padded(images: torch.Tensor) -> torch.Tensor:
     return x
 
 
+class PaddedFlows(NamedTuple):
+    """A MotionNet decoder's forward flows (frame t -> t+1) at the padded input size ``(H_pad, W_pad)``
+    (multiples of 32), before they are cropped to the input's ``(H, W)``.
+
+    ``pyramid``: coarse to fine, ``pyramid[i]`` ``(B, T, 2, H_pad / 2^(5-i), W_pad / 2^(5-i))`` in
+    pixels of its level. ``full``: the variant's own full-resolution flow ``(B, T, 2, H_pad, W_pad)``
+    (MotionNet-R's convex upsampling), or None: the 1/2 level upsampled x2.
+    """
+
+    pyramid: list[torch.Tensor]
+    full: torch.Tensor | None = None
+
+    def cropped(self, height: int, width: int) -> list[torch.Tensor]:
+        """The pyramid of an ``(H, W)`` input: level i cropped to ``ceil(H / 2^(5-i)) x ceil(W / 2^(5-i))``."""
+        return [flow[..., : -(-height // 2 ** (5 - i)), : -(-width // 2 ** (5 - i))]
+                for i, flow in enumerate(self.pyramid)]
+
+    def full_resolution(self, height: int, width: int) -> torch.Tensor:
+        """The network's full-resolution flow ``(B, T, 2, H, W)`` of an ``(H, W)`` input, in pixels:
+        ``full``, or the 1/2 level upsampled x2 at the padded size; then cropped."""
+        full = self.full
+        if full is None:
+            finest = self.pyramid[-1]
+            full = upsample_flow(finest, (2 * finest.shape[-2], 2 * finest.shape[-1]))
+        return full[..., :height, :width]
+
+
+class MotionNetBase(nn.Module):
+    """What every MotionNet variant shares: the output forms and the final flow.
+
+    A variant sets ``config`` and ``num_flows`` (T) and implements :meth:`encode` and
+    :meth:`decode_padded`; the rest is here, so ``forward``, the hidden streams and the flow commands
+    all make the final flow the same way (:meth:`final_flow`).
+    """
+
+    config: MotionNetConfig
+    num_flows: int
+
+    def encode(self, frames: torch.Tensor) -> list[torch.Tensor]:
+        """Frames ``(B, T+1, 3, H, W)`` in [0, 1] -> the encoder maps, fine to coarse, at the padded size."""
+        raise NotImplementedError
+
+    def decode_padded(self, features: list[torch.Tensor]) -> PaddedFlows:
+        """Encoder maps (from :meth:`encode`) -> the flows at the padded size."""
+        raise NotImplementedError
+
+    def decode(
+        self,
+        features: list[torch.Tensor],
+        all_scales: bool | None = None,
+        size: Sequence[int] | None = None,
+    ) -> list[torch.Tensor] | torch.Tensor:
+        """Encoder maps (from :meth:`encode`) -> the network's flows, unrefined; ``size`` = the input's
+        (H, W), None meaning the padded size. Output forms as in :meth:`forward`."""
+        if all_scales is None:
+            all_scales = self.training
+        flows = self.decode_padded(features)
+        finest = flows.pyramid[-1]
+        height, width = (2 * finest.shape[-2], 2 * finest.shape[-1]) if size is None else size
+        return flows.cropped(height, width) if all_scales else flows.full_resolution(height, width)
+
+    def final_flow(self, frames: torch.Tensor, flows: PaddedFlows) -> torch.Tensor:
+        """The decoded ``flows`` of ``frames (B, T+1, 3, H, W)`` -> the final forward flow
+        ``(B, T, 2, H, W)`` in pixels: :meth:`PaddedFlows.full_resolution`, refined as
+        ``config.refinement`` says (differentiably). What ``forward(frames, all_scales=False)`` returns."""
+        flow = flows.full_resolution(*frames.shape[-2:])
+        refinement = self.config.refinement
+        if refinement is None:
+            return flow
+        return refine_window_flows(frames, flow, refinement).to(flow.dtype)
+
+    def pyramid_and_flow(self, frames: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """One pass over ``frames (B, T+1, 3, H, W)`` -> (``forward(frames, all_scales=True)``,
+        ``forward(frames, all_scales=False)``): the pyramid and the final flow."""
+        flows = self.decode_padded(self.encode(frames))
+        return flows.cropped(*frames.shape[-2:]), self.final_flow(frames, flows)
+
+    def forward(
+        self, frames: torch.Tensor, all_scales: bool | None = None
+    ) -> list[torch.Tensor] | torch.Tensor:
+        """Frames ``(B, T+1, 3, H, W)`` in [0, 1] -> forward flows (frame t -> t+1).
+
+        ``all_scales`` (default: ``self.training``): True gives five flows, coarse to fine, the
+        i-th ``(B, T, 2, ceil(H / 2^(5-i)), ceil(W / 2^(5-i)))`` in pixels of its level; False gives
+        the full-resolution flow ``(B, T, 2, H, W)`` in pixels (:meth:`final_flow`).
+        """
+        if all_scales is None:
+            all_scales = self.training
+        flows = self.decode_padded(self.encode(frames))
+        return flows.cropped(*frames.shape[-2:]) if all_scales else self.final_flow(frames, flows)
+
+
 def _conv(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
     """3x3 convolution + LeakyReLU(0.1)."""
     return nn.Sequential(
@@ -201,11 +294,12 @@ class _DecoderLevel(nn.Module):
         return fused, self.predict(fused)
 
 
-class MotionNet(nn.Module):
+class MotionNet(MotionNetBase):
     """MotionNet: frames ``(B, T+1, 3, H, W)`` in [0, 1] -> forward flows, any H, W.
 
     Frames are normalised internally as ``(x - 0.5) / 0.25`` and replicate-padded (bottom/right)
-    to a multiple of 32; outputs are cropped back. See :meth:`forward` for the output forms.
+    to a multiple of 32; outputs are cropped back. See :meth:`MotionNetBase.forward` for the output
+    forms.
     """
 
     def __init__(self, config: MotionNetConfig) -> None:
@@ -279,20 +373,8 @@ class MotionNet(nn.Module):
             features.append(x)
         return features
 
-    def decode(
-        self,
-        features: list[torch.Tensor],
-        all_scales: bool | None = None,
-        size: Sequence[int] | None = None,
-    ) -> list[torch.Tensor] | torch.Tensor:
-        """Encoder maps (from :meth:`encode`) -> flows; ``size`` = the input's (H, W).
-
-        ``size`` None means the padded size. Output forms as in :meth:`forward`.
-        """
-        if all_scales is None:
-            all_scales = self.training
-        padded_h, padded_w = features[0].shape[-2:]
-        height, width = (padded_h, padded_w) if size is None else (int(size[0]), int(size[1]))
+    def decode_padded(self, features: list[torch.Tensor]) -> PaddedFlows:
+        """Encoder maps (from :meth:`encode`) -> the flow pyramid at the padded size."""
         x = features[-1]
         raw = [self.predict_coarsest(x)]
         for level, skip in zip(self.decoder, features[-2:0:-1]):
@@ -303,37 +385,10 @@ class MotionNet(nn.Module):
             stride = 2 ** (5 - i)
             pixels = (flow * (self.config.layers.flow_scale / stride)).unflatten(1, (self.num_flows, 2))
             pyramid.append(pixels)
-        if not all_scales:
-            return upsample_flow(pyramid[-1], (padded_h, padded_w))[..., :height, :width]
-        return [
-            flow[..., : -(-height // 2 ** (5 - i)), : -(-width // 2 ** (5 - i))]
-            for i, flow in enumerate(pyramid)
-        ]
-
-    def forward(
-        self, frames: torch.Tensor, all_scales: bool | None = None
-    ) -> list[torch.Tensor] | torch.Tensor:
-        """Frames ``(B, T+1, 3, H, W)`` in [0, 1] -> forward flows (frame t -> t+1).
-
-        ``all_scales`` (default: ``self.training``): True gives five flows, coarse to fine, the
-        i-th ``(B, T, 2, ceil(H / 2^(5-i)), ceil(W / 2^(5-i)))`` in pixels of its level; False gives
-        the full-resolution flow ``(B, T, 2, H, W)`` in pixels (the 1/2 level upsampled x2, then
-        refined as ``config.refinement`` says).
-        """
-        return refined_output(self, frames, self.decode(self.encode(frames), all_scales, frames.shape[-2:]))
+        return PaddedFlows(pyramid)
 
 
-def refined_output(model: nn.Module, frames: torch.Tensor,
-                   flows: list[torch.Tensor] | torch.Tensor) -> list[torch.Tensor] | torch.Tensor:
-    """A MotionNet's output with its config's refinement applied to the full-resolution form
-    (a tensor); the pyramid (a list) is returned as it is."""
-    refinement = model.config.refinement
-    if refinement is None or isinstance(flows, list):
-        return flows
-    return refine_window_flows(frames, flows, refinement).to(flows.dtype)
-
-
-def build_motionnet(config: MotionNetConfig) -> nn.Module:
+def build_motionnet(config: MotionNetConfig) -> MotionNetBase:
     """The MotionNet ``config`` describes, with fresh weights: the family's one factory."""
     if config.variant == "corr":
         from hidden2stream.models.motionnet_corr import CorrMotionNet

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hidden2stream.flow.warp import backward_warp
-from hidden2stream.models.motionnet import (NEGATIVE_SLOPE, MotionNetConfig, normalised_padded, refined_output,
-                                            upsample_flow)
+from hidden2stream.models.motionnet import (NEGATIVE_SLOPE, MotionNetBase, MotionNetConfig, PaddedFlows,
+                                            normalised_padded, upsample_flow)
 
 LEVELS = 5  # outputs at 1/32, 1/16, 1/8, 1/4, 1/2
 INITIAL_SHARPNESS = 10.0  # softmax temperature^-1 on cosine costs in [-1, 1]
@@ -112,18 +112,12 @@ def init_small(conv: nn.Conv2d) -> None:
     nn.init.normal_(conv.weight, std=0.01 / math.sqrt(conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]))
 
 
-def crop_pyramid(pyramid: list[torch.Tensor], height: int, width: int) -> list[torch.Tensor]:
-    """Padded flows at 1/32 ... 1/2, coarse to fine, each cropped to the level of an ``(H, W)`` input:
-    ``ceil(H / 2^(5-i)) x ceil(W / 2^(5-i))``."""
-    return [flow[..., : -(-height // 2 ** (5 - i)), : -(-width // 2 ** (5 - i))] for i, flow in enumerate(pyramid)]
-
-
-class CorrMotionNet(nn.Module):
+class CorrMotionNet(MotionNetBase):
     """Correlation MotionNet: frames ``(B, T+1, 3, H, W)`` in [0, 1] -> forward flows, any H, W.
 
     :meth:`encode` gives the per-frame pyramid with the frames folded into channels, level k
     ``(B, (T+1) * widths[k], H_pad / 2^(k+1), W_pad / 2^(k+1))``, so the deepest map can feed a
-    branched classifier as MotionNet's does. Output forms as in :meth:`forward`.
+    branched classifier as MotionNet's does. Output forms as in :meth:`MotionNetBase.forward`.
     """
 
     VARIANT: ClassVar[str] = "corr"  # the MotionNetConfig variant this class builds
@@ -219,35 +213,12 @@ class CorrMotionNet(nn.Module):
             flows.append(flow + self.predict(hidden).float())
         return flows
 
-    @staticmethod
-    def _sizes(features: list[torch.Tensor], size: Sequence[int] | None) -> tuple[tuple[int, int], tuple[int, int]]:
-        """The padded input size (twice the 1/2 map's) and the input's ``size`` (None: the padded one)."""
-        padded = (2 * features[0].shape[-2], 2 * features[0].shape[-1])
-        return padded, (padded if size is None else (int(size[0]), int(size[1])))
-
-    def decode(self, features: list[torch.Tensor], all_scales: bool | None = None,
-               size: Sequence[int] | None = None) -> list[torch.Tensor] | torch.Tensor:
-        """Encoder maps (from :meth:`encode`) -> flows; ``size`` = the input's (H, W)."""
-        if all_scales is None:
-            all_scales = self.training
-        (padded_h, padded_w), (height, width) = self._sizes(features, size)
+    def decode_padded(self, features: list[torch.Tensor]) -> PaddedFlows:
+        """Encoder maps (from :meth:`encode`) -> the flow pyramid at the padded size."""
         flows = self._coarse_to_fine(features)
         if len(flows) < LEVELS:  # the 1/2 level is the 1/4 flow upsampled, as PWC-Net
-            flows.append(_upsample2(flows[-1], (padded_h // 2, padded_w // 2)))
-        pyramid = [f.unflatten(0, (features[0].shape[0], self.num_flows)) for f in flows]
-        if not all_scales:
-            return upsample_flow(pyramid[-1], (padded_h, padded_w))[..., :height, :width]
-        return crop_pyramid(pyramid, height, width)
-
-    def forward(self, frames: torch.Tensor,
-                all_scales: bool | None = None) -> list[torch.Tensor] | torch.Tensor:
-        """Frames ``(B, T+1, 3, H, W)`` in [0, 1] -> forward flows (frame t -> t+1).
-
-        ``all_scales`` (default: ``self.training``): True gives five flows, coarse to fine, the
-        i-th ``(B, T, 2, ceil(H / 2^(5-i)), ceil(W / 2^(5-i)))`` in pixels of its level; False gives
-        the full-resolution flow ``(B, T, 2, H, W)`` in pixels, refined as ``config.refinement`` says.
-        """
-        return refined_output(self, frames, self.decode(self.encode(frames), all_scales, frames.shape[-2:]))
+            flows.append(_upsample2(flows[-1], features[0].shape[-2:]))
+        return PaddedFlows([f.unflatten(0, (features[0].shape[0], self.num_flows)) for f in flows])
 
 
 def motionnet_corr(frames: int = 2, weights: str | None = None) -> CorrMotionNet:

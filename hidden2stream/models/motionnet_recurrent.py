@@ -22,16 +22,15 @@ consecutive pair:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hidden2stream.flow.warp import backward_warp, pixel_grid
-from hidden2stream.models.motionnet import MotionNetConfig
-from hidden2stream.models.motionnet_corr import (INITIAL_SHARPNESS, LEVELS, CorrMotionNet, _conv, crop_pyramid,
-                                                 init_convs, init_small, local_correlation, normalise_features)
+from hidden2stream.models.motionnet import MotionNetConfig, PaddedFlows
+from hidden2stream.models.motionnet_corr import (INITIAL_SHARPNESS, LEVELS, CorrMotionNet, _conv, init_convs,
+                                                 init_small, local_correlation, normalise_features)
 
 REFINED = 2  # encoder map refined recurrently: 1/8
 UPSAMPLING = 2 ** (REFINED + 1)  # 1/8 -> full resolution
@@ -176,21 +175,16 @@ class RecurrentMotionNet(CorrMotionNet):
             flow = flow + self.flow_head(state).float()
         return flow, self.mask_head(state)
 
-    def decode(self, features: list[torch.Tensor], all_scales: bool | None = None,
-               size: Sequence[int] | None = None) -> list[torch.Tensor] | torch.Tensor:
-        """Encoder maps (from :meth:`encode`) -> flows; ``size`` = the input's (H, W)."""
-        if all_scales is None:
-            all_scales = self.training
-        _, (height, width) = self._sizes(features, size)
+    def decode_padded(self, features: list[torch.Tensor]) -> PaddedFlows:
+        """Encoder maps (from :meth:`encode`) -> the flow pyramid and the convex-upsampled
+        full-resolution flow, at the padded size."""
         coarse = self._coarse_to_fine(features)  # 1/32, 1/16, 1/8
         flow, mask = self._refine(*self._pairs(features[REFINED]), coarse[-1])
-        full = convex_upsample(flow, mask, UPSAMPLING)  # padded size
-        window = (features[0].shape[0], self.num_flows)
-        if not all_scales:
-            return full.unflatten(0, window)[..., :height, :width]
+        full = convex_upsample(flow, mask, UPSAMPLING)
         finer = [F.avg_pool2d(full, factor) / factor for factor in (4, 2)]  # 1/4, 1/2: one mask for all
-        pyramid = [level.unflatten(0, window) for level in coarse[:-1] + [flow] + finer]
-        return crop_pyramid(pyramid, height, width)
+        window = (features[0].shape[0], self.num_flows)
+        return PaddedFlows([level.unflatten(0, window) for level in coarse[:-1] + [flow] + finer],
+                           full.unflatten(0, window))
 
 
 def motionnet_recurrent(frames: int = 2) -> RecurrentMotionNet:

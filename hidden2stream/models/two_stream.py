@@ -13,6 +13,11 @@ T flows as a clip ``(B*K, 2, T, H, W)``. Conv fusion with a 3D stream pools the 
 its maps when the temporal fusion is ``avg``, and keeps it for ``max3d`` / ``conv3d``, whose 3D
 pooling / conv then run over all ``K * T'`` time steps of the video
 (:meth:`~hidden2stream.models.fusion.ConvFusion.fuse_maps`).
+
+With ``flow`` one of the classical methods (``HiddenTwoStreamConfig.flow``: TV-L1, DIS,
+Farneback) the network is the two-stage baseline: no MotionNet, the temporal stream
+(:class:`~hidden2stream.models.hidden.GivenFlowStream`) classifies flows computed beforehand,
+``forward(frames, streams, flows)``.
 """
 from __future__ import annotations
 
@@ -22,12 +27,16 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import nn
 
+from hidden2stream.flow.classic import CLASSIC_METHODS
 from hidden2stream.models.fusion import ConvFusion, TemporalFusion, check_fusion, check_kind
-from hidden2stream.models.hidden import HIDDEN_KINDS, BranchedHiddenStream, StackedHiddenStream
-from hidden2stream.models.motionnet import MotionNet, MotionNetConfig, build_motionnet
+from hidden2stream.models.hidden import HIDDEN_KINDS, BranchedHiddenStream, GivenFlowStream, StackedHiddenStream
+from hidden2stream.models.motionnet import MotionNetBase, MotionNetConfig, build_motionnet
 from hidden2stream.models.streams import MIN_CLIP, VIDEO_ARCHS, Stream, spatial_stream, temporal_stream
 
 STREAMS = ("spatial", "temporal")
+#: Where the temporal stream's flow comes from: MotionNet inside the network, or a classical method
+#: computed beforehand (the two-stage baseline).
+FLOW_SOURCES = ("motionnet", *CLASSIC_METHODS)
 
 
 class HiddenTwoStream(nn.Module):
@@ -38,11 +47,17 @@ class HiddenTwoStream(nn.Module):
     * ``"spatial"``: ``(B, classes)`` logits of the spatial stream on the centre frame
       ``frames[:, :, T // 2]`` of each window (a 3D spatial stream: on the window's T+1 frames as
       a clip ``(3, T+1, H, W)``), averaged over K;
-    * ``"temporal"``: ``(B, classes)`` logits of the hidden stream, averaged over K;
+    * ``"temporal"``: ``(B, classes)`` logits of the hidden stream, averaged over K (a stacked hidden
+      stream classifies MotionNet's final full-resolution flow, ``motionnet(windows,
+      all_scales=False)``: refined when ``config.motion.refinement`` says so, the flow
+      ``experiments/flow.py`` writes);
     * ``"fused"``: ``(B, classes)`` fused logits (only when both streams run);
     * ``"pyramid"``: MotionNet's coarse-to-fine flows for the ``B*K`` windows, each
       ``(B*K, T, 2, h_i, w_i)``, for the unsupervised motion loss (only when the temporal
-      stream runs).
+      stream runs, and not for a two-stage model).
+
+    A two-stage model (``hidden`` a :class:`GivenFlowStream`: no MotionNet) takes the windows'
+    flows ``flows (B, K, T, 2, H, W)`` (forward, frame t -> t+1, in pixels) for its temporal stream.
 
     ``config`` is the :class:`HiddenTwoStreamConfig` it was built from (stored with checkpoints).
     """
@@ -50,7 +65,7 @@ class HiddenTwoStream(nn.Module):
     def __init__(
         self,
         spatial: Stream,
-        hidden: StackedHiddenStream | BranchedHiddenStream,
+        hidden: StackedHiddenStream | BranchedHiddenStream | GivenFlowStream,
         num_classes: int,
         fusion: str = "late",
         temporal_fusion: str = "avg",
@@ -100,19 +115,34 @@ class HiddenTwoStream(nn.Module):
         return model._apply(memory_format)
 
     @property
-    def motionnet(self) -> MotionNet:
-        """The MotionNet inside the hidden stream (for the motion loss and pretraining)."""
-        return self.hidden.motionnet
+    def motionnet(self) -> MotionNetBase | None:
+        """The MotionNet inside the hidden stream (for the motion loss and pretraining); None for a
+        two-stage model (temporal stream on given flows)."""
+        return None if isinstance(self.hidden, GivenFlowStream) else self.hidden.motionnet
 
-    def _check(self, frames: torch.Tensor, streams: Sequence[str]) -> None:
-        window = self.motionnet.config.frames
+    @property
+    def window(self) -> int:
+        """T+1: the frames of each segment's window."""
+        motionnet = self.motionnet
+        return self.hidden.num_flows + 1 if motionnet is None else motionnet.config.frames
+
+    def _check(self, frames: torch.Tensor, streams: Sequence[str], flows: torch.Tensor | None) -> None:
+        window = self.window
         if frames.ndim != 6 or frames.shape[2] != window or frames.shape[3] != 3:
             raise ValueError(f"expected frames (B, K, {window}, 3, H, W), got {tuple(frames.shape)}")
         if not streams or any(s not in STREAMS for s in streams):
             raise ValueError(f"streams must be a non-empty subset of {STREAMS}, got {tuple(streams)}")
+        if self.motionnet is None and "temporal" in streams:
+            expected = (*frames.shape[:2], window - 1, 2, *frames.shape[-2:])
+            if flows is None:
+                raise ValueError(f"the temporal stream of a two-stage model runs on given flows: pass flows {expected}")
+            if tuple(flows.shape) != expected:
+                raise ValueError(f"expected flows {expected} for frames {tuple(frames.shape)}, got {tuple(flows.shape)}")
 
-    def forward(self, frames: torch.Tensor, streams: Sequence[str] = STREAMS) -> dict[str, Any]:
-        self._check(frames, streams)
+    def forward(self, frames: torch.Tensor, streams: Sequence[str] = STREAMS,
+                flows: torch.Tensor | None = None) -> dict[str, Any]:
+        """See the class docstring; ``flows`` only for a two-stage model (ignored otherwise)."""
+        self._check(frames, streams, flows)
         b, k = frames.shape[:2]
         windows = frames.flatten(0, 1)  # (B*K, T+1, 3, H, W)
         out: dict[str, Any] = {}
@@ -125,7 +155,10 @@ class HiddenTwoStream(nn.Module):
             spatial_map = self.spatial.forward_features(spatial_input)
             out["spatial"] = self._consensus(self.spatial.classify(spatial_map), b, k)
         if "temporal" in streams:
-            temporal_map, out["pyramid"] = self.hidden.forward_features(windows)
+            if isinstance(self.hidden, GivenFlowStream):
+                temporal_map = self.hidden.forward_features(flows.flatten(0, 1).to(windows.dtype))
+            else:
+                temporal_map, out["pyramid"] = self.hidden.forward_features(windows)
             out["temporal"] = self._consensus(self.hidden.classify(temporal_map), b, k)
         if spatial_map is not None and temporal_map is not None:
             if self.conv_fusion is None:
@@ -149,6 +182,9 @@ class HiddenTwoStreamConfig:
     """A hidden two-stream network: all a checkpoint stores to rebuild it (:meth:`to_dict`).
 
     ``motion``: the MotionNet inside (its ``frames`` = the window T+1 of every segment).
+    ``flow``: where the temporal stream's flow comes from: ``"motionnet"`` (the hidden stream), or
+    a classical method of ``CLASSIC_METHODS`` computed beforehand (the two-stage baseline: no
+    MotionNet is built, ``motion`` gives only the window length, ``hidden`` must be stacked).
     ``hidden``: ``"stacked"`` (MotionNet -> temporal stream of ``temporal_arch`` on the 2T flow
     channels, dropout ``temporal_dropout``) or ``"branched"`` (classifier on MotionNet's encoder;
     ``temporal_arch`` unused). ``dropout``: the spatial stream, the branched head and the fused
@@ -170,6 +206,7 @@ class HiddenTwoStreamConfig:
     temporal_weight: float = 1.5
     class_names: tuple[str, ...] = ()
     size: tuple[int, int] | None = None
+    flow: str = "motionnet"
 
     FAMILY: ClassVar[str] = "two_stream"
     VERSION: ClassVar[int] = 1
@@ -180,6 +217,10 @@ class HiddenTwoStreamConfig:
         if self.class_names and len(self.class_names) != self.num_classes:
             raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
         check_kind(self.hidden, HIDDEN_KINDS, "hidden stream")
+        check_kind(self.flow, FLOW_SOURCES, "flow source")
+        if self.flow != "motionnet" and self.hidden != "stacked":
+            raise ValueError(f"the {self.hidden} hidden stream classifies MotionNet's encoder map; a temporal "
+                             f"stream on {self.flow} flow is stacked")
         check_fusion(self.fusion, self.temporal_fusion)
         if self.hidden == "branched" and self.temporal_arch in VIDEO_ARCHS:
             raise ValueError(f"temporal arch {self.temporal_arch} is a 3D stream on flow, for the stacked hidden "
@@ -207,13 +248,16 @@ class HiddenTwoStreamConfig:
         plain = {f.name: getattr(self, f.name) for f in fields(self)}
         plain.update(motion=self.motion.to_dict(), class_names=list(self.class_names),
                      size=None if self.size is None else list(self.size))
+        if self.flow == "motionnet":  # the hidden stream: stored as before the two-stage model existed
+            del plain["flow"]
         return {"family": self.FAMILY, "version": self.VERSION, **plain}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "HiddenTwoStreamConfig":
         """Inverse of :meth:`to_dict` (the tag is checked by ``checkpoint.model_config_of``)."""
-        values = {f.name: data[f.name] for f in fields(cls)}
-        return cls(**{**values, "motion": MotionNetConfig.from_dict(values["motion"])})
+        values = {f.name: data[f.name] for f in fields(cls) if f.name != "flow"}
+        flow = data.get("flow", "motionnet")  # saved before the two-stage model: MotionNet's flow
+        return cls(**{**values, "motion": MotionNetConfig.from_dict(values["motion"]), "flow": flow})
 
 
 def build_two_stream(config: HiddenTwoStreamConfig, spatial_weights: str | None = None,
@@ -222,13 +266,16 @@ def build_two_stream(config: HiddenTwoStreamConfig, spatial_weights: str | None 
     initialise the streams (``"imagenet"``, ``"kinetics"`` or a local state_dict file; the temporal
     ones cross-modality) and are not part of the config: a checkpoint holds the trained weights."""
     spatial = spatial_stream(config.spatial_arch, config.num_classes, spatial_weights, config.dropout)
-    motionnet = build_motionnet(config.motion)
+    num_flows = config.motion.frames - 1
+    motionnet = build_motionnet(config.motion) if config.flow == "motionnet" else None  # None: two-stage
+    hidden_stream: StackedHiddenStream | BranchedHiddenStream | GivenFlowStream
     if config.hidden == "stacked":
         video = config.temporal_arch in VIDEO_ARCHS
-        channels = 2 if video else 2 * motionnet.num_flows  # flow clip or stack
+        channels = 2 if video else 2 * num_flows  # flow clip or stack
         temporal = temporal_stream(config.temporal_arch, config.num_classes, channels, temporal_weights,
                                    config.temporal_dropout)
-        hidden_stream: StackedHiddenStream | BranchedHiddenStream = StackedHiddenStream(motionnet, temporal)
+        hidden_stream = GivenFlowStream(temporal, num_flows) if motionnet is None else \
+            StackedHiddenStream(motionnet, temporal)
     else:
         hidden_stream = BranchedHiddenStream(motionnet, config.num_classes, config.dropout)
     return HiddenTwoStream(spatial, hidden_stream, config.num_classes, config.fusion, config.temporal_fusion,

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,15 +23,18 @@ import torch
 from hidden2stream.cli import OneLineParser, add_quiet_arg, existing_path, non_negative_float, options_check
 from hidden2stream.data.action_sets import action_datasets, add_action_data_args, protocol_name
 from hidden2stream.data.augment import clip_augmentation
-from hidden2stream.errors import VideoError
+from hidden2stream.errors import UserError, VideoError
 from hidden2stream.evaluate import ActionReport, evaluate_actions
+from hidden2stream.flow.cache import FlowCache
+from hidden2stream.flow.classic import CLASSIC_METHODS
+from hidden2stream.flow.refine import LucasKanadeRefinement
 from hidden2stream.losses.motion import PRESETS
 from hidden2stream.models.fusion import FUSIONS, TEMPORAL_FUSIONS, check_fusion
 from hidden2stream.models.hidden import HIDDEN_KINDS
 from hidden2stream.models.motionnet import MOTIONNETS, MotionNetConfig
 from hidden2stream.models.streams import STREAM_ARCHS
 from hidden2stream.models.two_stream import HiddenTwoStream, HiddenTwoStreamConfig, build_two_stream
-from hidden2stream.pretrained import load_motionnet_into, load_two_stream, motionnet_config
+from hidden2stream.pretrained import init_from_two_stream, load_motionnet_into, load_two_stream, motionnet_config
 from hidden2stream.report import (action_table, confusion_image, markdown_table, save_confusion_png,
                                   save_flow_pictures, video_counts)
 from hidden2stream.train.checkpoint import unwrap
@@ -40,7 +45,11 @@ from hidden2stream.train.options import add_train_args, train_config_from_args
 from hidden2stream.train.runtime import Runtime, add_runtime_args, runtime_from_args
 from hidden2stream.train.tensorboard import FlowImages, flatten_scalars, log_final
 
+log = logging.getLogger(__name__)
+
 STREAM_CHOICES = {"both": ("spatial", "temporal"), "spatial": ("spatial",), "temporal": ("temporal",)}
+#: Datasets whose class is ``major * factor + minor``: the names of the two factors.
+FACTORS = {"synthetic": ("appearance", "motion"), "playback": ("speed", "direction")}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,10 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_action_data_args(p)
     model = p.add_argument_group("model")
     model.add_argument("--streams", choices=sorted(STREAM_CHOICES), default="both")
-    model.add_argument("--motion", choices=sorted(MOTIONNETS), default="tiny")
+    model.add_argument("--motion", choices=[*sorted(MOTIONNETS), *CLASSIC_METHODS], default="tiny",
+                       help="the MotionNet inside the hidden stream, or a classical flow (tvl1, farneback, dis): "
+                            "the two-stage baseline, its temporal stream on flow computed once into --flow-cache")
+    model.add_argument("--flow-cache", type=Path,
+                       help="--motion tvl1|farneback|dis: the folder of the computed flows, reused by later runs "
+                            "(default: flow_cache beside --out, e.g. runs/flow_cache)")
     model.add_argument("--motion-checkpoint",
                        help="start MotionNet from a pretrain_motion.py checkpoint or shipped weights by name "
                             "('default': MotionNet-corr trained on the shared images, with --motion corr)")
+    model.add_argument("--refinement", choices=["auto", "none", "lk"], default="auto",
+                       help="the Lucas-Kanade refinement of MotionNet's full-resolution flow, which the hidden "
+                            "stream classifies: auto = as the --motion-checkpoint's config says (none without "
+                            "one), none = the network's flow alone, lk = refined (hidden2stream.flow.refine)")
     model.add_argument("--freeze-motion", action="store_true", help="keep MotionNet's weights fixed")
     model.add_argument("--hidden", choices=HIDDEN_KINDS, default="stacked")
     model.add_argument("--spatial-arch", choices=STREAM_ARCHS, default="tiny")
@@ -64,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--temporal-weights",
                        help="RGB weights for cross-modality init, as --spatial-weights (a video arch "
                             "sees the flows as a 2-channel clip)")
+    model.add_argument("--init", type=existing_path,
+                       help="two-stream checkpoint (e.g. a --dataset playback pretext run): start from all its "
+                            "weights that fit, with new classifier heads")
     model.add_argument("--init-spatial", type=existing_path, help="two-stream checkpoint: take its spatial stream")
     model.add_argument("--init-temporal", type=existing_path, help="two-stream checkpoint: take its hidden stream")
     model.add_argument("--fusion", choices=FUSIONS, default="late")
@@ -83,13 +104,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def motion_config(args: argparse.Namespace) -> MotionNetConfig:
     """``--motion`` for windows of ``--frames``; with a ``--motion-checkpoint`` of that variant, its layers
-    and refinement (the trained weights decide the widths, e.g. the shipped corr's ``refine_half``; the
-    refinement serves the flow read from the trained network, not its hidden stream)."""
+    (the trained weights decide the widths, e.g. the shipped corr's ``refine_half``) and, with
+    ``--refinement auto``, its refinement; ``--refinement none`` / ``lk`` set it. The refinement makes
+    the final full-resolution flow, which the stacked hidden stream classifies (and trains through)
+    as flow commands read it. A classical ``--motion`` has no MotionNet: the config gives the window
+    length only."""
+    if args.motion in CLASSIC_METHODS:
+        return MotionNetConfig(frames=args.frames)
     config = MotionNetConfig(args.motion, args.frames)
     if args.motion_checkpoint:
         trained = motionnet_config(args.motion_checkpoint)
         if trained.variant == config.variant:  # another variant: refused in one line by build_model
             config = dataclasses.replace(config, layers=trained.layers, refinement=trained.refinement)
+    if args.refinement != "auto":
+        config = dataclasses.replace(config, refinement=LucasKanadeRefinement() if args.refinement == "lk" else None)
     return config
 
 
@@ -101,14 +129,20 @@ def model_config(args: argparse.Namespace, classes: list[str]) -> HiddenTwoStrea
         num_classes=len(classes), motion=motion_config(args), spatial_arch=args.spatial_arch,
         temporal_arch=args.temporal_arch, hidden=args.hidden, fusion=args.fusion,
         temporal_fusion=args.temporal_fusion, segments=args.segments, dropout=args.dropout,
-        class_names=tuple(classes), size=args.size))
+        class_names=tuple(classes), size=args.size,
+        flow=args.motion if args.motion in CLASSIC_METHODS else "motionnet"))
 
 
 def build_model(args: argparse.Namespace, config: HiddenTwoStreamConfig) -> HiddenTwoStream:
     """The network of ``config``, MotionNet and streams initialised from the checkpoints given."""
     model = build_two_stream(config, args.spatial_weights, args.temporal_weights)
+    if model.motionnet is None and (args.motion_checkpoint or args.freeze_motion):
+        raise UserError(f"--motion {args.motion} trains on precomputed flow, without MotionNet: "
+                        "--motion-checkpoint and --freeze-motion do not apply")
     if args.motion_checkpoint:
         load_motionnet_into(model.motionnet, args.motion_checkpoint, "--motion-checkpoint", f"--motion {args.motion}")
+    if args.init:
+        log.info("started from %s; new: %s", args.init, ", ".join(init_from_two_stream(model, args.init)))
     for path, part in ((args.init_spatial, "spatial"), (args.init_temporal, "hidden")):
         if path:  # the stream of another run, rebuilt from its checkpoint's config
             getattr(model, part).load_state_dict(getattr(load_two_stream(path), part).state_dict())
@@ -118,9 +152,10 @@ def build_model(args: argparse.Namespace, config: HiddenTwoStreamConfig) -> Hidd
 
 
 def optimizer_for(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
-    """Per-group learning rates: MotionNet at ``--motion-lr``, everything else at ``--lr``."""
-    motion = {id(p) for p in model.motionnet.parameters()}
-    groups = [{"params": [p for p in model.motionnet.parameters() if p.requires_grad], "lr": args.motion_lr},
+    """Per-group learning rates: MotionNet (if any) at ``--motion-lr``, everything else at ``--lr``."""
+    motionnet = list(model.motionnet.parameters()) if model.motionnet is not None else []
+    motion = {id(p) for p in motionnet}
+    groups = [{"params": [p for p in motionnet if p.requires_grad], "lr": args.motion_lr},
               {"params": [p for p in model.parameters() if id(p) not in motion and p.requires_grad],
                "lr": args.lr}]
     groups = [g for g in groups if g["params"]]
@@ -146,7 +181,8 @@ def run(args: argparse.Namespace) -> TwoStreamRun:
     rank, world_size, local_rank = init_distributed()
     try:
         runtime = runtime_from_args(args, rank, world_size, local_rank)
-        train_set, test_set, classes = action_datasets(args)
+        flows = flow_cache(args, world_size)
+        train_set, test_set, classes = action_datasets(args, flows)
         config = model_config(args, list(classes))
         torch.manual_seed(args.seed)  # same initial weights on every rank and every rerun
         model = build_model(args, config)
@@ -154,27 +190,43 @@ def run(args: argparse.Namespace) -> TwoStreamRun:
         result = train(model, train_set, objective(args, streams, runtime), optimizer_for(model, args),
                        train_config(args, streams), runtime, kind="two_stream", model_config=config.to_dict(),
                        description=f"train {args.streams}",
-                       image_callback=FlowImages(runtime, lambda m: m.motionnet) if "temporal" in streams else None)
+                       image_callback=FlowImages(runtime, lambda m: m.motionnet)
+                       if "temporal" in streams and model.motionnet is not None else None)
         if args.no_eval:
+            if flows is not None and runtime.is_main:
+                log.info("%s", flows.size_report()["text"])
             return TwoStreamRun({"steps": result.step})
         model = unwrap(model)
         report = evaluate_actions(model, test_set, runtime, len(classes), streams=streams,
                                   num_workers=args.workers)  # on every rank, each video once
         if not runtime.is_main:
             return TwoStreamRun({"steps": result.step})
-        summary, text = report_results(args, model, test_set, list(classes), streams, result, report, runtime)
+        summary, text = report_results(args, model, test_set, list(classes), streams, result, report, runtime,
+                                       flows)
         return TwoStreamRun(summary, report, text)
     finally:
         shutdown_distributed()
 
 
+def flow_cache(args: argparse.Namespace, world_size: int) -> FlowCache | None:
+    """The cache of ``--motion``'s classical flow (None for a MotionNet) under ``--flow-cache``,
+    extracting with this process's share of the cores (one single-threaded process per core)."""
+    if args.motion not in CLASSIC_METHODS:
+        return None
+    workers = max(1, (os.cpu_count() or 1) // world_size)
+    return FlowCache(args.flow_cache or args.out.parent / "flow_cache", args.motion, workers)
+
+
 def objective(args: argparse.Namespace, streams: tuple[str, ...], runtime: Runtime) -> ActionObjective:
-    """Cross-entropy on the trained heads plus the motion loss (SSIM weights / 10) unless frozen."""
+    """Cross-entropy on the trained heads plus the motion loss (SSIM weights / 10) unless frozen or
+    without MotionNet (a classical ``--motion``, whose videos are mirrored with their flows)."""
     motion = PRESETS[args.motion_loss]()
     motion = dataclasses.replace(motion, ssim_weights=tuple(w / 10 for w in motion.ssim_weights))
-    augment = None if args.dataset == "synthetic" else clip_augmentation(train=True, flip=True)
-    return ActionObjective(streams, None if args.freeze_motion else motion, args.motion_weight,
-                           augment.to(runtime.device) if augment is not None else None)
+    classic = args.motion in CLASSIC_METHODS
+    augment = None if args.dataset == "synthetic" else clip_augmentation(train=True, flip=not classic)
+    return ActionObjective(streams, None if args.freeze_motion or classic else motion, args.motion_weight,
+                           augment.to(runtime.device) if augment is not None else None,
+                           mirror=classic and args.dataset != "synthetic")
 
 
 def train_config(args: argparse.Namespace, streams: tuple[str, ...]) -> TrainConfig:
@@ -201,11 +253,11 @@ def first_windows(test_set, count: int) -> list[torch.Tensor]:
 
 def report_results(args: argparse.Namespace, model: HiddenTwoStream, test_set, classes: list[str],
                    streams: tuple[str, ...], result: TrainResult, report: ActionReport,
-                   runtime: Runtime) -> tuple[dict, str]:
-    """Rank 0 after the evaluation: eval.json, confusion.png, flow pictures, TensorBoard; returns the
-    summary and the tables as text."""
+                   runtime: Runtime, flows: FlowCache | None = None) -> tuple[dict, str]:
+    """Rank 0 after the evaluation: eval.json, confusion.png, flow pictures (MotionNet's), TensorBoard;
+    returns the summary and the tables as text (with the size of the classical ``flows`` cache, if any)."""
     save_confusion_png(report.confusion, args.out / "confusion.png")
-    if "temporal" in streams:
+    if "temporal" in streams and model.motionnet is not None:
         save_flow_pictures(model.motionnet, first_windows(test_set, 4), args.out / "flow_test_clips.png", runtime)
     summary = {"steps": result.step, "train_seconds": result.seconds, "streams": args.streams,
                "freeze_motion": args.freeze_motion, "classes": list(classes), "protocol": protocol_name(args),
@@ -213,11 +265,15 @@ def report_results(args: argparse.Namespace, model: HiddenTwoStream, test_set, c
     text = (f"{args.streams} ({args.fusion} fusion), {result.step} steps in {result.seconds:.0f} s "
             f"on {runtime.device}; test set: {video_counts(report)}; {len(classes)} classes, "
             f"{protocol_name(args)}\n" + action_table(report))
-    if args.dataset == "synthetic":  # classes are (appearance, motion): which factor each head gets
-        factors = {head: report.factor_accuracy(head, args.motions) for head in report.confusions}
-        summary["factor_accuracy"] = {h: {"appearance": a, "motion": m} for h, (a, m) in factors.items()}
-        text += "\n\n" + markdown_table(["head", "appearance accuracy", "motion accuracy"],
+    if args.dataset in FACTORS:  # two-factor classes: which factor each head gets
+        (major, minor), factor = FACTORS[args.dataset], args.motions if args.dataset == "synthetic" else 2
+        factors = {head: report.factor_accuracy(head, factor) for head in report.confusions}
+        summary["factor_accuracy"] = {h: {major: a, minor: m} for h, (a, m) in factors.items()}
+        text += "\n\n" + markdown_table(["head", f"{major} accuracy", f"{minor} accuracy"],
                                         [[h, a, m] for h, (a, m) in factors.items()])
+    if flows is not None:
+        summary["flow_cache"] = flows.size_report()
+        text += "\n\n" + summary["flow_cache"]["text"]
     (args.out / "eval.json").write_text(json.dumps(summary, indent=2))
     accuracies = {k: summary[k] for k in ("clip_top1", "clip_top5", "video_top1", "video_top5")}
     log_final(args.out, result.step, flatten_scalars("eval", accuracies),

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hidden2stream.data.actions import mirror_flow
 from hidden2stream.losses.motion import MotionLossConfig, multiscale_motion_loss
 from hidden2stream.train.checkpoint import unwrap
 from hidden2stream.losses.supervised import multiscale_epe_loss, resize_flow
@@ -24,6 +25,17 @@ def _augmented(frames: torch.Tensor, augment: nn.Module | None) -> torch.Tensor:
         return frames
     shape = frames.shape
     return augment(frames.reshape(-1, *shape[-4:])).reshape(shape)
+
+
+def random_mirror(frames: torch.Tensor, flows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Each clip of ``frames (B, ..., 3, H, W)`` mirrored left-right with probability 1/2, and its
+    ``flows (B, ..., 2, H, W)`` with it (:func:`~hidden2stream.data.actions.mirror_flow`: u negated)."""
+    chosen = torch.rand(frames.shape[0], device=frames.device) < 0.5
+
+    def pick(mirrored: torch.Tensor, plain: torch.Tensor) -> torch.Tensor:
+        return torch.where(chosen.view(-1, *[1] * (plain.ndim - 1)), mirrored, plain)
+
+    return pick(frames.flip(-1), frames), None if flows is None else pick(mirror_flow(flows), flows)
 
 
 def motion_loss(model_output: Sequence[torch.Tensor], frames: torch.Tensor,
@@ -61,19 +73,25 @@ class ActionObjective:
 
     ``loss = sum over heads of CE(head) + motion_weight * motion loss``. Heads are the streams
     asked for (``"spatial"``, ``"temporal"``) and ``"fused"`` when both are trained. The motion term
-    is skipped when MotionNet is frozen or the temporal stream is not trained. With occlusion
+    is skipped when MotionNet is frozen or the temporal stream is not trained (and there is none
+    for a two-stage model, which gets the batch's precomputed ``flows``). With occlusion
     masking (``motion.occlusion``) MotionNet also runs on the time-reversed windows for the
-    backward flows, as in pretraining, so the mask is really applied.
+    backward flows, as in pretraining, so the mask is really applied. ``mirror``: a left-right
+    flip of each clip with probability 1/2 (:func:`random_mirror`), applied here to the frames and
+    to the given flows together, where an ``augment`` flip could not follow precomputed flows.
     """
 
     def __init__(self, streams: Sequence[str], motion: MotionLossConfig | None,
-                 motion_weight: float = 1.0, augment: nn.Module | None = None) -> None:
+                 motion_weight: float = 1.0, augment: nn.Module | None = None, mirror: bool = False) -> None:
         self.streams, self.motion, self.motion_weight, self.augment = tuple(streams), motion, motion_weight, augment
+        self.mirror = mirror
 
     def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]):
-        frames = _augmented(batch["frames"], self.augment)
+        frames, flows = _augmented(batch["frames"], self.augment), batch.get("flows")
+        if self.mirror:
+            frames, flows = random_mirror(frames, flows)
         labels = batch["label"]
-        out = model(frames, streams=self.streams)
+        out = model(frames, streams=self.streams, **({} if flows is None else {"flows": flows}))
         loss = frames.new_zeros(())
         metrics: dict[str, torch.Tensor] = {}
         for head in ("spatial", "temporal", "fused"):
