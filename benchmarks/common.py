@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 
 from hidden2stream.errors import UserError
+from hidden2stream.progress import set_quiet
 
 
 def comma_choices(allowed: tuple[str, ...] | list[str], option: str,
@@ -100,8 +101,10 @@ def publish(out: Path, name: str, result: dict, markdown: str) -> dict:
 
 def run_benchmark(name: str, parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], dict],
                   markdown: Callable[[dict], str], argv: list[str] | None) -> dict:
-    """A benchmark's ``main``: parse ``argv``, ``run`` it, then :func:`publish` its ``markdown``."""
+    """A benchmark's ``main``: parse ``argv``, ``run`` it, then :func:`publish` its ``markdown``
+    (a ``--quiet`` option, when the parser has one, turns progress output off)."""
     args = parser.parse_args(argv)
+    set_quiet(getattr(args, "quiet", False))
     result = run(args)
     return publish(args.out, name, result, markdown(result))
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
-from benchmarks.common import machine_info, machine_line, publish, two_stream_run
+from benchmarks.common import machine_info, machine_line, run_benchmark, two_stream_run
 from hidden2stream.cli import OneLineParser, positive_int, run_cli
 from hidden2stream.errors import UserError
 from hidden2stream.paths import shared_data
-from hidden2stream.progress import set_quiet, stage
+from hidden2stream.progress import stage
 from hidden2stream.report import markdown_table
 
 CLASSES = 12  # the embedded action set: 3 appearances x 4 motions
@@ -92,10 +92,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
-    set_quiet(args.quiet)
-    result = run(args)
-    return publish(args.out, "pretext_few_labels", result, markdown(result))
+    return run_benchmark("pretext_few_labels", build_parser(), run, markdown, argv)
 
 
 if __name__ == "__main__":

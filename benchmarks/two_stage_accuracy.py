@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
-from benchmarks.common import comma_choices, machine_info, machine_line, publish, two_stream_run
+from benchmarks.common import comma_choices, machine_info, machine_line, run_benchmark, two_stream_run
 from hidden2stream.cli import OneLineParser, positive_int, run_cli
 from hidden2stream.models.two_stream import FLOW_SOURCES
-from hidden2stream.progress import set_quiet, stage
+from hidden2stream.progress import stage
 from hidden2stream.report import markdown_table
 
 
@@ -83,10 +83,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
-    set_quiet(args.quiet)
-    result = run(args)
-    return publish(args.out, "two_stage_accuracy", result, markdown(result))
+    return run_benchmark("two_stage_accuracy", build_parser(), run, markdown, argv)
 
 
 if __name__ == "__main__":
