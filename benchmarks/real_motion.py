@@ -76,8 +76,8 @@ def folds(args: argparse.Namespace) -> list[tuple[str, Path, Path]]:
     clips = args.clips or shared_data("clips")
     if not clips.is_dir():
         raise UserError(f"no clips in {clips}: pass --clips DIR, or --train and --test (or set H2S_SHARED)")
-    videos = [v for v, info in zip(find_videos(clips), probe_videos(find_videos(clips)))
-              if not isinstance(info, VideoError)]
+    found = find_videos(clips)
+    videos = [v for v, info in zip(found, probe_videos(found)) if not isinstance(info, VideoError)]
     if len(videos) < 2:
         raise UserError(f"leave-one-video-out needs at least 2 readable videos in {clips}, found {len(videos)}")
     result = []
