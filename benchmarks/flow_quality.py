@@ -51,9 +51,9 @@ from hidden2stream.evaluate_flow import (BENCHMARK_MOTION, BENCHMARK_SEED, BENCH
                                          synthetic_pairs)
 from hidden2stream.flow.visualize import flow_to_rgb, make_grid_png
 from hidden2stream.paths import shared_data
-from hidden2stream.pretrained import motion_source
+from hidden2stream.weights import motion_source
 from hidden2stream.report import markdown_table
-from hidden2stream.train.runtime import add_runtime_args, runtime_from_args
+from hidden2stream.runtime import add_runtime_args, runtime_from_args
 
 TILE = (240, 320)  # picture tiles: height, width (each flow fitted inside, aspect kept)
 

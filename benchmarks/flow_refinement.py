@@ -38,7 +38,8 @@ from hidden2stream.flow.predict import pair_flow
 from hidden2stream.flow.refine import LucasKanadeRefinement, lucas_kanade_refine
 from hidden2stream.models.motionnet import build_motionnet
 from hidden2stream.paths import shared_data
-from hidden2stream.pretrained import load_motionnet, motion_source
+from hidden2stream.pretrained import load_motionnet
+from hidden2stream.weights import motion_source
 from hidden2stream.report import markdown_table
 
 VALIDATION_SEED, VALIDATION_SIDE = 777, 320

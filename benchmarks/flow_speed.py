@@ -47,7 +47,7 @@ from hidden2stream.models.motionnet import MOTIONNETS, MotionNet, MotionNetConfi
 from hidden2stream.paths import shared_data
 from hidden2stream.pretrained import load_motionnet
 from hidden2stream.report import markdown_table
-from hidden2stream.train.runtime import Runtime, add_runtime_args, evaluation, runtime_from_args
+from hidden2stream.runtime import Runtime, add_runtime_args, evaluation, runtime_from_args
 
 # Dense bf16 tensor-core peaks (TFLOPS, no sparsity), matched against the CUDA device name in order.
 BF16_PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("H200", 989.0),

@@ -49,7 +49,7 @@ from hidden2stream.models.streams import STREAM_ARCHS, VIDEO_ARCHS
 from hidden2stream.models.two_stream import hidden_two_stream
 from hidden2stream.report import markdown_table
 from hidden2stream.train.objectives import ActionObjective, MotionObjective
-from hidden2stream.train.runtime import Runtime, add_runtime_args, runtime_from_args
+from hidden2stream.runtime import Runtime, add_runtime_args, runtime_from_args
 
 MOTION_MODES = ("trained", "frozen")
 STREAM_KINDS_RUN = {"both": ("spatial", "temporal"), "spatial": ("spatial",), "temporal": ("temporal",)}

@@ -62,7 +62,7 @@ from hidden2stream.models.streams import STREAM_ARCHS
 from hidden2stream.models.two_stream import HiddenTwoStream, hidden_two_stream
 from hidden2stream.paths import shared_data
 from hidden2stream.report import markdown_table
-from hidden2stream.train.runtime import Runtime, add_runtime_args, runtime_from_args
+from hidden2stream.runtime import Runtime, add_runtime_args, runtime_from_args
 
 log = logging.getLogger("video_speed")
 

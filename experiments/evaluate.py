@@ -47,11 +47,12 @@ from hidden2stream.paths import shared_data
 from hidden2stream.progress import set_quiet
 from hidden2stream.models.motionnet import MotionNetConfig
 from hidden2stream.models.two_stream import HiddenTwoStreamConfig
-from hidden2stream.pretrained import checkpoint_config, load_motionnet, load_two_stream, motion_source, shipped_weights
+from hidden2stream.pretrained import load_motionnet, load_two_stream
+from hidden2stream.weights import motion_source, shipped_weights
 from hidden2stream.report import action_table, markdown_table, per_class_table, save_confusion_png, video_counts
-from hidden2stream.train.checkpoint import load_checkpoint
+from hidden2stream.checkpoint import Checkpoint
 from hidden2stream.train.distributed import init_distributed, shutdown_distributed
-from hidden2stream.train.runtime import Runtime, add_runtime_args, runtime_from_args
+from hidden2stream.runtime import Runtime, add_runtime_args, runtime_from_args
 
 STREAMS = {"both": ("spatial", "temporal"), "spatial": ("spatial",), "temporal": ("temporal",)}
 KINDS = ("two_stream", "motionnet")
@@ -87,20 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def read_checkpoint(text: str) -> tuple[Path, dict, MotionNetConfig | HiddenTwoStreamConfig]:
+def read_checkpoint(text: str) -> tuple[Path, Checkpoint, MotionNetConfig | HiddenTwoStreamConfig]:
     """The checkpoint's path, contents and model config; one line (CheckpointError) when missing,
     unreadable, foreign or of an older format."""
     path = motion_source(text)
-    checkpoint = load_checkpoint(path)
-    if checkpoint.get("kind") not in KINDS:
-        raise CheckpointError(f"checkpoint {path} holds a {checkpoint.get('kind')!r} model; "
+    checkpoint = Checkpoint.load(path)
+    if checkpoint.kind not in KINDS:
+        raise CheckpointError(f"checkpoint {path} holds a {checkpoint.kind!r} model; "
                               f"evaluate.py reads two-stream and MotionNet checkpoints")
-    return path, checkpoint, checkpoint_config(checkpoint, path)
+    return path, checkpoint, checkpoint.config
 
 
-def fill_defaults(args: argparse.Namespace, checkpoint: dict, config: MotionNetConfig | HiddenTwoStreamConfig) -> None:
+def fill_defaults(args: argparse.Namespace, checkpoint: Checkpoint, config: MotionNetConfig | HiddenTwoStreamConfig) -> None:
     """Options left out take the training run's values (the model config and the saved train config)."""
-    trained = checkpoint.get("extra", {}).get("train_config", {})
+    trained = checkpoint.train_config
     args.seed = trained.get("seed", 0) if args.seed is None else args.seed
     if isinstance(config, MotionNetConfig):
         args.frames, args.size = args.frames or config.frames, args.size or FLOW_SIZE
@@ -114,7 +115,7 @@ def fill_defaults(args: argparse.Namespace, checkpoint: dict, config: MotionNetC
         args.appearances = args.appearances or len(dict.fromkeys(n.split("/")[0] for n in names))
         args.motions = args.motions or len(dict.fromkeys(n.split("/")[1] for n in names))
     args.appearances, args.motions = args.appearances or 3, args.motions or 4
-    run = trained.get("extra", {})  # what train_two_stream.py saved beside the model
+    run = checkpoint.run_options  # what train_two_stream.py saved beside the model
     args.test_items = args.test_items or run.get("test_items", 240)
     if args.streams is None:
         trained_streams = tuple(run.get("streams", STREAMS["both"]))
@@ -136,9 +137,9 @@ def default_out(args: argparse.Namespace, path: Path) -> Path:
 # ---------------------------------------------------------------- two-stream checkpoints
 
 
-def evaluate_two_stream(args: argparse.Namespace, path: Path, checkpoint: dict, runtime: Runtime) -> dict:
+def evaluate_two_stream(args: argparse.Namespace, path: Path, checkpoint: Checkpoint, runtime: Runtime) -> dict:
     """Action accuracy of a two-stream checkpoint on every rank; rank 0 writes and prints."""
-    config = checkpoint_config(checkpoint, path)
+    config = checkpoint.config
     flows = None if config.flow == "motionnet" else FlowCache(args.flow_cache or path.parent.parent / "flow_cache",
                                                               config.flow)
     test_set, classes = action_test_set(args, flows)
@@ -215,14 +216,14 @@ def flow_methods_for(model: torch.nn.Module, pair_model: torch.nn.Module, name: 
             [motionnet_method(model, runtime, name), *classic, zero_method()])
 
 
-def evaluate_motionnet(args: argparse.Namespace, path: Path, checkpoint: dict, runtime: Runtime) -> dict:
+def evaluate_motionnet(args: argparse.Namespace, path: Path, checkpoint: Checkpoint, runtime: Runtime) -> dict:
     """Flow scores of a MotionNet checkpoint on every set that is there (rank 0 only)."""
     if not runtime.is_main:
         return {}
     model = runtime.prepare(load_motionnet(path, frames=args.frames))
     pair_model = runtime.prepare(load_motionnet(path, frames=2)) if model.config.window_free else model
     name = f"MotionNet {checkpoint_label(path)} (T+1={model.config.frames})"
-    report: dict = {"checkpoint": str(path), "kind": "motionnet", "model_config": checkpoint["model_config"],
+    report: dict = {"checkpoint": str(path), "kind": "motionnet", "model_config": checkpoint.model_config,
                     "size": list(args.size), "synthetic": synthetic_scores(model, name, args, runtime, None)}
     images = _optional_dir(args.images, shared_data("images"))
     if images is not None:
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     set_quiet(args.quiet)
     path, checkpoint, config = read_checkpoint(args.checkpoint)
-    args.kind = checkpoint["kind"]
+    args.kind = checkpoint.kind
     fill_defaults(args, checkpoint, config)
     rank, world_size, local_rank = init_distributed()
     try:

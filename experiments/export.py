@@ -49,8 +49,9 @@ from hidden2stream.models.motionnet import MOTIONNETS, MotionNetConfig, build_mo
 from hidden2stream.models.streams import STREAM_ARCHS
 from hidden2stream.models.two_stream import hidden_two_stream
 from hidden2stream.paths import shared_data
-from hidden2stream.pretrained import checkpoint_config, load_motionnet, load_two_stream, motion_source
-from hidden2stream.train.checkpoint import load_checkpoint
+from hidden2stream.pretrained import load_motionnet, load_two_stream
+from hidden2stream.weights import motion_source
+from hidden2stream.checkpoint import Checkpoint
 
 log = logging.getLogger("export")
 
@@ -117,7 +118,8 @@ def models(args: argparse.Namespace) -> tuple[dict, object, dict]:
                                     segments=args.segments)
         return motionnets, (f"two_stream_{args.motion}_{args.hidden}_{streams}", network, config), notes
     path = motion_source(args.checkpoint)
-    kind = load_checkpoint(path).get("kind")
+    checkpoint = Checkpoint.load(path)
+    kind = checkpoint.kind
     if kind == "two_stream":
         network = load_two_stream(path)
         motion, config = network.motionnet, network.config
@@ -129,7 +131,7 @@ def models(args: argparse.Namespace) -> tuple[dict, object, dict]:
         return motionnets, (f"two_stream_{name}", network, config), notes
     if kind != "motionnet":
         raise CheckpointError(f"checkpoint {path} holds a {kind!r} model, expected a MotionNet or a two-stream network")
-    name = checkpoint_config(load_checkpoint(path), path).variant
+    name = checkpoint.config.variant
     for frames in lengths:
         try:
             model = load_motionnet(path, frames)

@@ -28,7 +28,7 @@ from hidden2stream.errors import UserError
 from hidden2stream.flow.runner import write_pair_flow, write_video_flows
 from hidden2stream.pretrained import load_flow_model
 from hidden2stream.progress import set_quiet
-from hidden2stream.train.runtime import add_runtime_args, runtime_from_args
+from hidden2stream.runtime import add_runtime_args, runtime_from_args
 from hidden2stream.video_writer import check_output
 
 

@@ -35,8 +35,9 @@ from hidden2stream.evaluate_flow import (BENCHMARK_SEED, benchmark_synthetic_con
                                          score_pairs, synthetic_pairs, zero_method)
 from hidden2stream.paths import shared_data
 from hidden2stream.pipeline import pretrain, stage_options
-from hidden2stream.pretrained import MANIFEST, WEIGHTS_DIR, checkpoint_config, load_motionnet
-from hidden2stream.train.checkpoint import load_checkpoint, save_atomic
+from hidden2stream.pretrained import load_motionnet
+from hidden2stream.weights import MANIFEST, WEIGHTS_DIR
+from hidden2stream.checkpoint import Checkpoint
 
 RECIPES = ("corr-supervised", "corr-refine")  # stage 1, stage 2 (pipeline.pretrain.RECIPES)
 MAX_BYTES = 10 * 1024 * 1024
@@ -70,20 +71,20 @@ def quality(weights: Path, eval_items: int) -> dict:
     }
 
 
-def shipped_file(checkpoint: dict) -> dict:
+def shipped_file(checkpoint: Checkpoint) -> Checkpoint:
     """What a shipped weights file holds: the MotionNet's tagged config and its weights, nothing
     of the training run (optimizer, schedule); ``load_motionnet`` reads it as a checkpoint."""
-    return {"kind": "motionnet", "model_config": checkpoint["model_config"], "model": checkpoint["model"]}
+    return Checkpoint("motionnet", checkpoint.model_config, checkpoint.model)
 
 
 def package(runs: list[Path], name: str, command: str, eval_items: int) -> dict:
     """Copy the last run's weights into ``hidden2stream/weights`` and write their manifest entry
     (steps and CPU time summed over the runs, the stages of one training)."""
-    checkpoints = [load_checkpoint(run / "checkpoint.pt", kind="motionnet") for run in runs]
+    checkpoints = [Checkpoint.load(run / "checkpoint.pt", kind="motionnet") for run in runs]
     checkpoint = checkpoints[-1]
-    config = checkpoint_config(checkpoint, runs[-1] / "checkpoint.pt")
+    config = checkpoint.config
     path = WEIGHTS_DIR / f"motionnet_{config.variant}.pt"
-    save_atomic(shipped_file(checkpoint), path)
+    shipped_file(checkpoint).save(path)
     if path.stat().st_size > MAX_BYTES:
         raise RuntimeError(f"{path} is {path.stat().st_size} bytes, over the 10 MB limit for shipped weights")
     entry = {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
@@ -92,9 +93,9 @@ def package(runs: list[Path], name: str, command: str, eval_items: int) -> dict:
                      "shared/data/images, realistic motions, 320x320 zoomed 0.6-1.0; stage 2: half the clips "
                      "with a still camera; the full-resolution output refined by parameter-free Lucas-Kanade steps); no real "
                      "flow labels, flow_gt never trained on",
-             "steps": sum(int(c["step"]) for c in checkpoints),
-             "stage_steps": [int(c["step"]) for c in checkpoints],
-             "train_cpu_minutes": round(sum(float(c.get("seconds", 0)) for c in checkpoints) / 60, 1),
+             "steps": sum(c.step for c in checkpoints),
+             "stage_steps": [c.step for c in checkpoints],
+             "train_cpu_minutes": round(sum(c.seconds for c in checkpoints) / 60, 1),
              "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
              "quality": quality(path, eval_items)}
     manifest = json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {"weights": {}}

@@ -20,7 +20,7 @@ from hidden2stream.errors import CheckpointError
 from hidden2stream.pretrained import load_two_stream
 from hidden2stream.progress import set_quiet
 from hidden2stream.recognize import predict_video, write_prediction_video
-from hidden2stream.train.runtime import add_runtime_args, runtime_from_args
+from hidden2stream.runtime import add_runtime_args, runtime_from_args
 from hidden2stream.video_writer import DEFAULT_MAX_SIDE, check_output
 
 

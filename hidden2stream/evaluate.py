@@ -21,7 +21,7 @@ from hidden2stream.flow.metrics import endpoint_error, fl_all, photometric_l1, w
 from hidden2stream.models.fusion import late_fusion
 from hidden2stream.progress import Progress, progress
 from hidden2stream.train.distributed import all_gather_objects
-from hidden2stream.train.runtime import Runtime, evaluation
+from hidden2stream.runtime import Runtime, evaluation
 from hidden2stream.train.sampler import ShardSampler
 
 log = logging.getLogger(__name__)

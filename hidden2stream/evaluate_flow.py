@@ -25,7 +25,7 @@ from hidden2stream.flow.classic import CLASSIC_METHODS, classic_flow, classic_fl
 from hidden2stream.flow.metrics import endpoint_error, fl_all, photometric_l1, warped_ssim
 from hidden2stream.flow.predict import pair_flow, window_flows
 from hidden2stream.progress import progress
-from hidden2stream.train.runtime import Runtime
+from hidden2stream.runtime import Runtime
 
 BENCHMARK_SIDE, BENCHMARK_MOTION, BENCHMARK_SEED = 224, 30.0, 20_000
 CLASSIC_ORDER = ("tvl1", "dis", "farneback")  # table order of the OpenCV baselines

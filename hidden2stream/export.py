@@ -35,11 +35,11 @@ from torch import nn
 
 from hidden2stream.errors import UserError
 from hidden2stream.flow.refine import LucasKanadeRefinement
-from hidden2stream.models import motionnet as motionnet_module
-from hidden2stream.models import motionnet_corr
+from hidden2stream.models.motionnet import base as motionnet_base
+from hidden2stream.models.motionnet import corr as motionnet_corr
 from hidden2stream.models.hidden import StackedHiddenStream, flow_to_clip, flow_to_stack
-from hidden2stream.models.motionnet import DOWNSAMPLING
-from hidden2stream.models.motionnet_corr import CorrMotionNet
+from hidden2stream.models.motionnet.base import DOWNSAMPLING
+from hidden2stream.models.motionnet import CorrMotionNet
 from hidden2stream.models.two_stream import HiddenTwoStream
 
 EXPORT_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
@@ -114,7 +114,7 @@ def _symbolic_upsampling() -> Iterator[None]:
     """MotionNet-C's decoder (between levels) and every variant's full-resolution flow
     (``PaddedFlows.full_resolution``) resize flows with ``upsample_flow``; while tracing, they use
     the symbolic :func:`upsample_flow` (same arithmetic), so their sizes stay free."""
-    modules = (motionnet_corr, motionnet_module)
+    modules = (motionnet_corr, motionnet_base)
     originals = [module.upsample_flow for module in modules]
     for module in modules:
         module.upsample_flow = upsample_flow

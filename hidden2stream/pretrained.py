@@ -1,53 +1,32 @@
 """Rebuild trained networks from this project's checkpoints and from the weights it ships.
 
-Shipped weights live in ``hidden2stream/weights/`` and are listed, by name, in its
-``MANIFEST.json`` (file, sha256, the command that made them, data, steps, measured quality).
-Nothing is downloaded: a name either is in the manifest or gives a one-line error.
+Every file is read through :class:`~hidden2stream.checkpoint.Checkpoint`; shipped weights are found by
+name in :mod:`hidden2stream.weights` (nothing is downloaded).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from hidden2stream.checkpoint import Checkpoint
 from hidden2stream.errors import CheckpointError, UserError
-from hidden2stream.models.motionnet import MotionNetConfig, build_motionnet
-from hidden2stream.models.motionnet_corr import LEVELS
-from hidden2stream.models.two_stream import HiddenTwoStream, HiddenTwoStreamConfig, build_two_stream
-from hidden2stream.train.checkpoint import load_checkpoint, load_weights, model_config_of
+from hidden2stream.models.motionnet import LEVELS, MotionNetConfig, build_motionnet
+from hidden2stream.models.two_stream import HiddenTwoStream, build_two_stream
+from hidden2stream.weights import motion_source
 
 VIDEO_WINDOW = 11  # frames per window when window-free weights run on a video
-MOTIONNET_PREFIX = "hidden.motionnet."  # where a two-stream state_dict keeps its MotionNet
-
-
-def checkpoint_config(checkpoint: dict[str, Any], path: str | Path) -> MotionNetConfig | HiddenTwoStreamConfig:
-    """The config a checkpoint was saved with, by its ``kind``; the only thing a model is rebuilt from."""
-    kind = checkpoint.get("kind")
-    family = {"motionnet": MotionNetConfig, "two_stream": HiddenTwoStreamConfig}.get(kind)
-    if family is None:
-        raise CheckpointError(f"checkpoint {path} holds a {kind!r} model, expected a MotionNet or a two-stream network")
-    plain = model_config_of(checkpoint, path, family.FAMILY, family.VERSION)
-    try:
-        return family.from_dict(plain)
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {path} has an invalid {kind} config ({err})") from err
 
 
 def load_two_stream(path: str | Path) -> HiddenTwoStream:
     """A trained :class:`HiddenTwoStream` rebuilt from its checkpoint's config (``model.config``:
     class names, input size, segments, the MotionNet ...)."""
-    checkpoint = load_checkpoint(path, kind="two_stream")
-    model = build_two_stream(checkpoint_config(checkpoint, path))
-    load_weights(model, checkpoint, path)
+    checkpoint = Checkpoint.load(path, kind="two_stream")
+    model = build_two_stream(checkpoint.config)
+    checkpoint.load_into(model)
     return model
-
-
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-MANIFEST = WEIGHTS_DIR / "MANIFEST.json"
 
 
 def init_from_two_stream(model: HiddenTwoStream, path: str | Path) -> list[str]:
@@ -66,52 +45,17 @@ def init_from_two_stream(model: HiddenTwoStream, path: str | Path) -> list[str]:
     return sorted(set(target) - set(taken))
 
 
-def shipped_weights() -> dict[str, dict[str, Any]]:
-    """The manifest of the shipped weights: name -> entry (``file``, ``sha256``, ``model``, ...)."""
-    if not MANIFEST.is_file():
-        return {}
-    return json.loads(MANIFEST.read_text())["weights"]
-
-
-def weights_path(name: str) -> Path:
-    """The file of shipped weights ``name``, its sha256 checked against the manifest."""
-    entries = shipped_weights()
-    if name not in entries:
-        known = ", ".join(sorted(entries)) or "none are installed"
-        raise UserError(f"unknown MotionNet weights {name!r}; shipped weights: {known}")
-    entry = entries[name]
-    path = WEIGHTS_DIR / entry["file"]
-    if not path.is_file():
-        raise CheckpointError(f"shipped weights {name!r} are missing: {path} (reinstall the package)")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != entry["sha256"]:
-        raise CheckpointError(f"shipped weights {path} do not match their manifest sha256 (corrupt file)")
-    return path
-
-
-def motion_source(text: str | Path) -> Path:
-    """A ``--motion-checkpoint`` / ``--weights`` value: a shipped weights name or a checkpoint path."""
-    if str(text) in shipped_weights():
-        return weights_path(str(text))
-    path = Path(text)
-    if not path.exists():
-        raise UserError(f"{text} is neither a checkpoint file nor shipped weights "
-                        f"({', '.join(sorted(shipped_weights())) or 'none installed'})")
-    return path
-
-
 def _motionnet_parts(source: str | Path) -> tuple[Path, MotionNetConfig, dict[str, Any]]:
     """(path, config, weights) of the MotionNet in ``source``: a ``pretrain_motion.py`` checkpoint,
     a two-stream checkpoint (its hidden stream's MotionNet) or shipped weights by name."""
-    path = motion_source(source)
-    checkpoint = load_checkpoint(path)
-    config = checkpoint_config(checkpoint, path)
+    checkpoint = Checkpoint.load(motion_source(source))
+    config = checkpoint.config
     if isinstance(config, MotionNetConfig):
-        return path, config, checkpoint["model"]
+        return checkpoint.path, config, checkpoint.motionnet_weights()
     if config.flow != "motionnet":
-        raise CheckpointError(f"{path} is a two-stage network on precomputed {config.flow} flow: it holds no MotionNet")
-    weights = {k[len(MOTIONNET_PREFIX):]: v for k, v in checkpoint["model"].items() if k.startswith(MOTIONNET_PREFIX)}
-    return path, config.motion, weights
+        raise CheckpointError(f"{checkpoint.path} is a two-stage network on precomputed {config.flow} flow: "
+                              "it holds no MotionNet")
+    return checkpoint.path, config.motion, checkpoint.motionnet_weights()
 
 
 def _build_motionnet(path: Path, config: MotionNetConfig, weights: dict[str, Any], frames: int | None) -> nn.Module:
@@ -122,7 +66,7 @@ def _build_motionnet(path: Path, config: MotionNetConfig, weights: dict[str, Any
                                   f"fit only that window length (frames={config.frames}), not {frames}")
         config = config.with_frames(frames)
     model = build_motionnet(config)
-    load_weights(model, {"model": weights}, path)
+    Checkpoint("motionnet", config.to_dict(), weights, path).load_into(model)
     return model
 
 

@@ -27,7 +27,7 @@ from hidden2stream.flow.predict import split_windows
 from hidden2stream.flow.visualize import frame_and_flow
 from hidden2stream.models.two_stream import HiddenTwoStream
 from hidden2stream.progress import Progress
-from hidden2stream.train.runtime import Runtime, evaluation
+from hidden2stream.runtime import Runtime, evaluation
 from hidden2stream.video_writer import DEFAULT_MAX_SIDE, VideoWriter, caption, display_size
 
 #: Heads to report, in order of preference.

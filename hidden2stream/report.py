@@ -15,7 +15,7 @@ from torch import nn
 
 from hidden2stream.evaluate import ActionReport
 from hidden2stream.flow.visualize import flow_to_rgb, make_grid_png
-from hidden2stream.train.runtime import Runtime, evaluation
+from hidden2stream.runtime import Runtime, evaluation
 
 
 def confusion_image(matrix: torch.Tensor, cell: int = 24) -> torch.Tensor:

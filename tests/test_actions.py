@@ -18,7 +18,7 @@ from hidden2stream.data.actions import (ActionVideoDataset, VideoSample, parse_c
 from hidden2stream.errors import UserError, VideoError
 from hidden2stream.evaluate import evaluate_actions
 from hidden2stream.report import video_counts
-from hidden2stream.train.runtime import Runtime
+from hidden2stream.runtime import Runtime
 
 SMALL = ["carphone_lowbitrate.mp4", "carphone.mp4", "tree.avi"]
 

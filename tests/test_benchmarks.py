@@ -71,7 +71,7 @@ def test_flow_speed_rejects_bad_sizes(capsys):
 def tiny_checkpoint(path: Path, frames: int) -> Path:
     """A MotionNet-tiny checkpoint (random weights) as pretrain_motion.py writes it."""
     from hidden2stream.models.motionnet import motionnet_tiny
-    from hidden2stream.train.checkpoint import save_atomic
+    from hidden2stream.checkpoint import save_atomic
 
     model = motionnet_tiny(frames)
     return save_atomic({"kind": "motionnet", "model_config": model.config.to_dict(), "model": model.state_dict()}, path)

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hidden2stream.train.checkpoint import load_checkpoint
+from hidden2stream.checkpoint import Checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = str(REPO / "experiments" / "pretrain_motion.py")
@@ -106,8 +106,8 @@ def assert_same_training(one: Path, two: Path) -> None:
     for i, (x, y) in enumerate(zip(probe_a["first_grad"], probe_b["first_grad"], strict=True)):
         assert relative(x, y) <= GRAD_RTOL, \
             f"first-step gradient of parameter {i} {tuple(x.shape)}: relative difference {relative(x, y):.3g}"
-    w1 = load_checkpoint(one / "checkpoint.pt")["model"]
-    w2 = load_checkpoint(two / "checkpoint.pt")["model"]
+    w1 = Checkpoint.load(one / "checkpoint.pt").model
+    w2 = Checkpoint.load(two / "checkpoint.pt").model
     assert w1.keys() == w2.keys()
     final = [torch.cat([w[k].flatten() for k in w1]) for w in (w1, w2)]
     update = final[0] - torch.cat([p.flatten() for p in initial])
@@ -175,6 +175,6 @@ def test_killed_worker_is_restarted_and_resumes(tmp_path):
             proc.kill()
     assert proc.returncode == 0, output[-3000:]
     assert "resumed" in output
-    assert load_checkpoint(out / "checkpoint.pt")["step"] == steps
+    assert Checkpoint.load(out / "checkpoint.pt").step == steps
     logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert logged == list(range(1, steps + 1))  # every step logged once, redone steps replaced

@@ -10,7 +10,7 @@ from hidden2stream.data.synthetic_flow import SyntheticFlowConfig, SyntheticFlow
 from hidden2stream.evaluate import (ActionReport, confusion_matrix, evaluate_actions, evaluate_classic_photometric,
                                     evaluate_flow, evaluate_photometric)
 from hidden2stream.report import action_table, per_class_table, save_confusion_png
-from hidden2stream.train.runtime import Runtime
+from hidden2stream.runtime import Runtime
 
 CPU = Runtime(device=torch.device("cpu"))
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from helpers import load_script, run_script
-from hidden2stream.train.checkpoint import load_checkpoint, save_atomic
+from hidden2stream.checkpoint import Checkpoint, save_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 EXPERIMENTS = REPO / "experiments"
@@ -47,7 +47,7 @@ def test_torchrun_evaluation_equals_one_process_on_an_odd_test_set(tmp_path):
     trained = torchrun(2, "train_two_stream", "--out", str(run), "--steps", "3", *TINY_JOINT, cwd=tmp_path)
     assert "3 windows x 1 view" in trained.stdout  # --test-windows reached the training run's evaluation
     checkpoint = run / "checkpoint.pt"
-    assert load_checkpoint(checkpoint, kind="two_stream")["step"] == 3
+    assert Checkpoint.load(checkpoint, kind="two_stream").step == 3
     options = ["--checkpoint", str(checkpoint), "--device", "cpu", "--batch-size", "2"]
     one = script("evaluate").main([*options, "--out", str(tmp_path / "one")])
     torchrun(2, "evaluate", *options, "--out", str(tmp_path / "two"), cwd=tmp_path)

@@ -23,7 +23,7 @@ from hidden2stream.pipeline import pretrain as pipeline_pretrain
 from hidden2stream.pipeline.pretrain import recipe_parser
 from hidden2stream.pipeline.two_stream import build_parser as two_stream_parser
 from hidden2stream.pretrained import load_motionnet, load_two_stream
-from hidden2stream.train.checkpoint import load_checkpoint, save_atomic
+from hidden2stream.checkpoint import Checkpoint, save_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 EXPERIMENTS = REPO / "experiments"
@@ -60,7 +60,7 @@ def test_pretraining_writes_checkpoint_report_and_pictures(motion_run):
     report = json.loads((motion_run / "eval.json").read_text())
     assert report["steps"] == 6
     assert (motion_run / "flow_synthetic.png").stat().st_size > 0
-    assert load_checkpoint(motion_run / "checkpoint.pt", kind="motionnet")["step"] == 6
+    assert Checkpoint.load(motion_run / "checkpoint.pt", kind="motionnet").step == 6
 
 
 def test_pretraining_recipes_set_defaults_that_options_override():
@@ -193,10 +193,10 @@ def test_flow_command_refuses_a_video_without_two_frames(tmp_path, make_video):
 
 def test_checkpoints_rebuild_from_their_config_alone(motion_run, joint_run):
     """Both kinds store their family's tagged config; loading reads nothing else to rebuild the net."""
-    motion = load_checkpoint(motion_run / "checkpoint.pt")["model_config"]
+    motion = Checkpoint.load(motion_run / "checkpoint.pt").model_config
     assert motion == MotionNetConfig("tiny", 3).to_dict()
     model = load_two_stream(joint_run / "checkpoint.pt")
-    assert model.config.to_dict() == load_checkpoint(joint_run / "checkpoint.pt")["model_config"]
+    assert model.config.to_dict() == Checkpoint.load(joint_run / "checkpoint.pt").model_config
     assert (model.config.motion, model.config.segments, model.config.size) == (MotionNetConfig("tiny", 3), 2, (64, 64))
     assert len(model.config.class_names) == model.config.num_classes == 4
     trained = load_motionnet(joint_run / "checkpoint.pt")  # a two-stream checkpoint's MotionNet, the same path
@@ -273,10 +273,10 @@ def test_resumed_joint_training_ends_with_the_same_weights(tmp_path, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         train_two_stream.main(["--out", str(tmp_path / "cut"), *args])
     monkeypatch.setattr(SyntheticActionDataset, "__getitem__", original)
-    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["step"] == 4
+    assert Checkpoint.load(tmp_path / "cut" / "checkpoint.pt").step == 4
     train_two_stream.main(["--out", str(tmp_path / "cut"), *args, "--resume"])
-    full = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["model"]
-    cut = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["model"]
+    full = Checkpoint.load(tmp_path / "full" / "checkpoint.pt").model
+    cut = Checkpoint.load(tmp_path / "cut" / "checkpoint.pt").model
     assert full.keys() == cut.keys()
     for key in full:
         assert torch.equal(full[key], cut[key]), key
@@ -294,8 +294,8 @@ def test_frozen_motionnet_stays_fixed(tmp_path, motion_run):
     pretrained = motion_run / "checkpoint.pt"
     script("train_two_stream").main(["--out", str(tmp_path), *JOINT, "--steps", "2", "--freeze-motion",
                                      "--motion-checkpoint", str(pretrained), "--no-eval"])
-    before = load_checkpoint(pretrained)["model"]
-    after = load_checkpoint(tmp_path / "checkpoint.pt")["model"]
+    before = Checkpoint.load(pretrained).model
+    after = Checkpoint.load(tmp_path / "checkpoint.pt").model
     motion = {k.split("motionnet.", 1)[1]: v for k, v in after.items() if "motionnet." in k}
     assert motion.keys() == before.keys()
     assert all(torch.equal(before[k], motion[k]) for k in before)

@@ -21,9 +21,9 @@ from test_benchmarks import load, one_clip, positive
 from hidden2stream.cli import run_cli
 from hidden2stream.export import ExportableFlow, ExportableTwoStream
 from hidden2stream.models.motionnet import MotionNetConfig, build_motionnet
-from hidden2stream.models.motionnet_corr import CorrLayers
+from hidden2stream.models.motionnet import CorrLayers
 from hidden2stream.models.two_stream import hidden_two_stream
-from hidden2stream.train.checkpoint import save_atomic
+from hidden2stream.checkpoint import save_atomic
 
 FLOW_TOLERANCE_PX = 1e-3
 LOGIT_TOLERANCE = 1e-4
@@ -150,7 +150,7 @@ def test_export_corr_motionnet(tmp_path, onnx_packages):
     default's 49-offset cost volumes take minutes to export; experiments/export.py --motion corr
     checks that one on the shared clips)."""
     from hidden2stream.export import FLOW_OUTPUTS, export_onnx, max_abs_difference, ort_session
-    from hidden2stream.models.motionnet_corr import CorrMotionNet
+    from hidden2stream.models.motionnet import CorrMotionNet
 
     model = CorrMotionNet(MotionNetConfig("corr", 2, SMALL_CORR)).eval()
     path = export_onnx(ExportableFlow(model), torch.rand(1, 2, 3, 64, 64), tmp_path / "corr.onnx", FLOW_OUTPUTS)
@@ -169,7 +169,7 @@ def test_export_motionnet_with_refinement(tmp_path, onnx_packages):
     not observable, here where a random network's flow points out of the frame)."""
     from hidden2stream.export import FLOW_OUTPUTS, export_onnx, max_abs_difference, ort_session, refinement_tolerance
     from hidden2stream.flow.refine import LucasKanadeRefinement
-    from hidden2stream.models.motionnet_corr import CorrMotionNet
+    from hidden2stream.models.motionnet import CorrMotionNet
     from test_refine import translated_pair
 
     model = CorrMotionNet(MotionNetConfig("corr", 2, SMALL_CORR, LucasKanadeRefinement())).eval()

@@ -11,7 +11,7 @@ from hidden2stream.flow.predict import window_flows
 from hidden2stream.flow.refine import LucasKanadeRefinement, refine_window_flows
 from hidden2stream.models.hidden import StackedHiddenStream, flow_to_stack
 from hidden2stream.models.motionnet import MotionNetConfig, build_motionnet
-from hidden2stream.models.motionnet_corr import CorrLayers
+from hidden2stream.models.motionnet import CorrLayers
 from hidden2stream.models.streams import temporal_stream
 from hidden2stream.pipeline.two_stream import build_parser, motion_config
 from hidden2stream.pretrained import load_flow_model, load_motionnet

@@ -10,7 +10,8 @@ from hidden2stream.data.synthetic_flow import SyntheticFlowConfig, SyntheticFlow
 from hidden2stream.losses.supervised import multiscale_epe_loss, resize_flow
 from hidden2stream.models.hidden import BranchedHiddenStream, StackedHiddenStream
 from hidden2stream.models.motionnet import MotionNetConfig
-from hidden2stream.models.motionnet_corr import CorrLayers, local_correlation, motionnet_corr
+from hidden2stream.models.motionnet import CorrLayers, motionnet_corr
+from hidden2stream.models.motionnet.corr import local_correlation
 from hidden2stream.models.streams import temporal_stream
 from hidden2stream.train.objectives import random_rescale
 
@@ -112,7 +113,7 @@ def test_refine_half_grows_from_a_trained_corr_network(tmp_path) -> None:
     from hidden2stream.models.motionnet import build_motionnet
     from hidden2stream.models.motionnet import upsample_flow
     from hidden2stream.pretrained import load_motionnet_into
-    from hidden2stream.train.checkpoint import save_atomic
+    from hidden2stream.checkpoint import save_atomic
 
     torch.manual_seed(0)
     trained = motionnet_corr(2).eval()

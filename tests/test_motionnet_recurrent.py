@@ -8,8 +8,9 @@ import torch
 
 from hidden2stream.flow.warp import backward_warp
 from hidden2stream.models.motionnet import MotionNetConfig, build_motionnet
-from hidden2stream.models.motionnet_corr import CorrLayers
-from hidden2stream.models.motionnet_recurrent import (RecurrentLayers, RecurrentMotionNet, convex_upsample,
+from hidden2stream.models.motionnet import CorrLayers
+from hidden2stream.models.motionnet import RecurrentLayers
+from hidden2stream.models.motionnet.recurrent import (RecurrentMotionNet, convex_upsample,
                                                       global_match, motionnet_recurrent)
 from hidden2stream.models.two_stream import HiddenTwoStreamConfig, build_two_stream, hidden_two_stream
 

@@ -11,7 +11,7 @@ from hidden2stream.data.textures import procedural_texture
 from hidden2stream.flow.refine import LucasKanadeRefinement, lucas_kanade_refine, refine_window_flows
 from hidden2stream.flow.warp import backward_warp
 from hidden2stream.models.motionnet import MotionNetConfig, build_motionnet
-from hidden2stream.models.motionnet_corr import CorrLayers
+from hidden2stream.models.motionnet import CorrLayers
 
 SMALL_CORR = CorrLayers(widths=(8, 8, 16, 16, 16), context=8, radius=1, decoder_widths=(16,))
 

@@ -12,9 +12,10 @@ from hidden2stream.errors import UserError
 from hidden2stream.evaluate_flow import pair_scores
 from hidden2stream.flow.io import read_flo
 from hidden2stream.flow.predict import pair_flow
-from hidden2stream.models.motionnet_corr import CorrMotionNet, motionnet_corr
+from hidden2stream.models.motionnet import CorrMotionNet, motionnet_corr
 from hidden2stream.paths import shared_data
-from hidden2stream.pretrained import WEIGHTS_DIR, load_flow_model, load_motionnet, shipped_weights
+from hidden2stream.pretrained import load_flow_model, load_motionnet
+from hidden2stream.weights import WEIGHTS_DIR, shipped_weights
 
 MAX_BYTES = 10 * 1024 * 1024
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from helpers import load_script
 from hidden2stream.train.loop import TrainConfig, train
-from hidden2stream.train.runtime import Runtime
+from hidden2stream.runtime import Runtime
 from hidden2stream.train.tensorboard import flow_tiles
 
 CPU = Runtime(device=torch.device("cpu"))

@@ -11,10 +11,10 @@ from torch.utils.data import Dataset
 
 from hidden2stream.cli import OneLineParser
 from hidden2stream.errors import CheckpointError, UserError
-from hidden2stream.train.checkpoint import load_checkpoint, save_atomic
+from hidden2stream.checkpoint import Checkpoint, save_atomic
 from hidden2stream.train.loop import TrainConfig, TrainingDiverged, train
 from hidden2stream.train.options import add_train_args
-from hidden2stream.train.runtime import Runtime
+from hidden2stream.runtime import Runtime
 from hidden2stream.train.sampler import DistributedStepSampler
 from hidden2stream.train.schedule import build_scheduler, load_schedule
 
@@ -177,7 +177,7 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "cut", dataset=Interrupt())
-    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["step"] == 4
+    assert Checkpoint.load(tmp_path / "cut" / "checkpoint.pt").step == 4
     resumed, result = run(tmp_path / "cut", resume=True)
     assert result.step == 12
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
@@ -195,9 +195,9 @@ def test_existing_checkpoint_needs_resume(tmp_path):
 def test_checkpoint_of_another_config_is_refused(tmp_path):
     run(tmp_path, steps=4)
     with pytest.raises(CheckpointError, match="hidden=8"):
-        load_checkpoint(tmp_path / "checkpoint.pt", kind="toy", model_config={"hidden": 16})
+        Checkpoint.load(tmp_path / "checkpoint.pt").check_resumable("toy", {"hidden": 16})
     with pytest.raises(CheckpointError, match="'toy'"):
-        load_checkpoint(tmp_path / "checkpoint.pt", kind="motionnet")
+        Checkpoint.load(tmp_path / "checkpoint.pt", kind="motionnet")
 
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
@@ -205,9 +205,9 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
     # item 5 holds NaN; the shuffled order reaches it within the first epoch (16 steps)
     with pytest.raises(TrainingDiverged, match="non-finite loss .* kept"):
         run(tmp_path, steps=200, dataset=Points(poison=5), resume=True)
-    checkpoint = load_checkpoint(tmp_path / "checkpoint.pt")
-    assert 4 <= checkpoint["step"] < 200
-    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
+    checkpoint = Checkpoint.load(tmp_path / "checkpoint.pt")
+    assert 4 <= checkpoint.step < 200
+    assert all(torch.isfinite(v).all() for v in checkpoint.model.values())
 
 
 def test_nan_policy_skip_continues(tmp_path):
@@ -215,7 +215,7 @@ def test_nan_policy_skip_continues(tmp_path):
     assert result.step == 40
     assert result.skipped_steps >= 1
     model = make_model()
-    model.load_state_dict(load_checkpoint(tmp_path / "checkpoint.pt")["model"])
+    model.load_state_dict(Checkpoint.load(tmp_path / "checkpoint.pt").model)
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
@@ -230,7 +230,7 @@ def test_interrupted_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         save_atomic({"model": {"w": torch.zeros(2)}, "step": 2}, path)
     monkeypatch.undo()
-    assert load_checkpoint(path)["step"] == 1
+    assert Checkpoint.load(path).step == 1
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left behind
 
 
@@ -238,11 +238,11 @@ def test_corrupt_checkpoint_is_one_clear_error(tmp_path):
     path = tmp_path / "checkpoint.pt"
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="checkpoint.pt is not a hidden2stream checkpoint \\(not a PyTorch file\\)"):
-        load_checkpoint(path)
+        Checkpoint.load(path)
     whole = save_atomic({"model": {"w": torch.zeros(2)}}, path).read_bytes()
     path.write_bytes(whole[:len(whole) // 2])
     with pytest.raises(CheckpointError, match="cannot be read as a hidden2stream checkpoint: a damaged, truncated"):
-        load_checkpoint(path)
+        Checkpoint.load(path)
 
 
 @pytest.mark.parametrize("items, world, accumulation, advice", [

@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from hidden2stream.train.runtime import Runtime, evaluation
+from hidden2stream.runtime import Runtime, evaluation
 
 
 def _placement(runtime_or_device: Runtime | torch.device | str) -> tuple[torch.device, Callable[[], contextlib.AbstractContextManager]]:

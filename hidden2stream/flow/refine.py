@@ -27,7 +27,7 @@ from kornia.filters import get_gaussian_kernel1d, get_spatial_gradient_kernel2d
 from torch import Tensor
 
 from hidden2stream.flow.warp import backward_warp
-from hidden2stream.train.checkpoint import plain
+from hidden2stream.checkpoint import plain
 
 
 @dataclass(frozen=True)

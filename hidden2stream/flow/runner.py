@@ -31,7 +31,7 @@ from hidden2stream.flow.visualize import flow_to_rgb, frame_and_flow, save_png
 from hidden2stream.images import read_rgb
 from hidden2stream.models.motionnet import upsample_flow
 from hidden2stream.progress import Progress
-from hidden2stream.train.runtime import Runtime
+from hidden2stream.runtime import Runtime
 from hidden2stream.video_writer import VideoWriter, display_size
 
 #: Frames decoded per read at most: a chunk is read in pieces of this span, each decoded from

@@ -27,7 +27,7 @@ from torch import nn
 
 from hidden2stream.errors import UserError
 from hidden2stream.models.inflate import TimePadConv3d, inflate
-from hidden2stream.train.checkpoint import read_torch_file
+from hidden2stream.checkpoint import read_torch_file
 
 IMAGE_ARCHS = ("tiny", "resnet18", "resnet50", "vgg16")
 KINETICS_ARCHS = ("r3d_18", "mc3_18", "r2plus1d_18", "s3d", "mvit_v2_s")  # torchvision video models

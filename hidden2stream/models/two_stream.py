@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import nn
 
+from hidden2stream.checkpoint import register_family
 from hidden2stream.flow.classic import CLASSIC_METHODS
 from hidden2stream.models.fusion import ConvFusion, TemporalFusion, check_fusion, check_kind
 from hidden2stream.models.hidden import HIDDEN_KINDS, BranchedHiddenStream, GivenFlowStream, StackedHiddenStream
@@ -177,6 +178,7 @@ class HiddenTwoStream(nn.Module):
         return logits.unflatten(0, (b, k)).mean(dim=1)
 
 
+@register_family
 @dataclass(frozen=True)
 class HiddenTwoStreamConfig:
     """A hidden two-stream network: all a checkpoint stores to rebuild it (:meth:`to_dict`).
@@ -254,7 +256,7 @@ class HiddenTwoStreamConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "HiddenTwoStreamConfig":
-        """Inverse of :meth:`to_dict` (the tag is checked by ``checkpoint.model_config_of``)."""
+        """Inverse of :meth:`to_dict` (the tag is checked by ``Checkpoint.tagged_config``)."""
         values = {f.name: data[f.name] for f in fields(cls) if f.name != "flow"}
         flow = data.get("flow", "motionnet")  # saved before the two-stage model: MotionNet's flow
         return cls(**{**values, "motion": MotionNetConfig.from_dict(values["motion"]), "flow": flow})

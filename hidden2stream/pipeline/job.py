@@ -15,7 +15,8 @@ from hidden2stream.data.flow_pairs import iter_flow_pairs
 from hidden2stream.evaluate_flow import classic_method, motionnet_method, score_pairs, zero_method
 from hidden2stream.paths import shared_data
 from hidden2stream.pipeline import pretrain, stage_options, two_stream
-from hidden2stream.pretrained import load_flow_model, motion_source
+from hidden2stream.pretrained import load_flow_model
+from hidden2stream.weights import motion_source
 from hidden2stream.progress import stage
 from hidden2stream.report import markdown_table
 

@@ -39,7 +39,7 @@ from hidden2stream.train.distributed import init_distributed, shutdown_distribut
 from hidden2stream.train.loop import TrainResult, train
 from hidden2stream.train.objectives import MotionObjective, SupervisedFlowObjective
 from hidden2stream.train.options import add_train_args, train_config_from_args
-from hidden2stream.train.runtime import Runtime, add_runtime_args, runtime_from_args
+from hidden2stream.runtime import Runtime, add_runtime_args, runtime_from_args
 from hidden2stream.train.tensorboard import FlowImages, flatten_scalars, log_final
 
 PAPER_MILESTONES = (0.25, 0.5, 0.625, 0.75, 0.875)  # 100k/200k/250k/300k/350k of 400k

@@ -37,12 +37,12 @@ from hidden2stream.models.two_stream import HiddenTwoStream, HiddenTwoStreamConf
 from hidden2stream.pretrained import init_from_two_stream, load_motionnet_into, load_two_stream, motionnet_config
 from hidden2stream.report import (action_table, confusion_image, markdown_table, save_confusion_png,
                                   save_flow_pictures, video_counts)
-from hidden2stream.train.checkpoint import unwrap
+from hidden2stream.checkpoint import unwrap
 from hidden2stream.train.distributed import init_distributed, shutdown_distributed
 from hidden2stream.train.loop import TrainConfig, TrainResult, train
 from hidden2stream.train.objectives import ActionObjective
 from hidden2stream.train.options import add_train_args, train_config_from_args
-from hidden2stream.train.runtime import Runtime, add_runtime_args, runtime_from_args
+from hidden2stream.runtime import Runtime, add_runtime_args, runtime_from_args
 from hidden2stream.train.tensorboard import FlowImages, flatten_scalars, log_final
 
 log = logging.getLogger(__name__)

@@ -36,9 +36,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from hidden2stream.errors import UserError
 from hidden2stream.progress import Progress
-from hidden2stream.train.checkpoint import load_checkpoint, load_weights, save_atomic, unwrap
+from hidden2stream.checkpoint import Checkpoint, unwrap
 from hidden2stream.train.distributed import all_reduce_mean, any_rank, barrier
-from hidden2stream.train.runtime import Runtime
+from hidden2stream.runtime import Runtime
 from hidden2stream.train.sampler import DistributedStepSampler, EpochIndexed
 from hidden2stream.train.schedule import build_scheduler, load_schedule
 
@@ -308,13 +308,14 @@ def resume(run: _Run) -> int:
         return 0
     if not wanted:
         raise UserError(f"{path} exists: pass --resume to continue it, or choose another --out")
-    checkpoint = load_checkpoint(path, kind=run.kind, model_config=run.model_config)
-    load_weights(run.model, checkpoint, path)
-    run.optimizer.load_state_dict(checkpoint["optimizer"])
-    load_schedule(run.scheduler, checkpoint["scheduler"], path)
-    run.scaler.load_state_dict(checkpoint["scaler"])
-    run.previous_seconds = float(checkpoint.get("seconds", 0.0))
-    start = int(checkpoint["step"])
+    checkpoint = Checkpoint.load(path)
+    checkpoint.check_resumable(run.kind, run.model_config)
+    checkpoint.load_into(run.model)
+    run.optimizer.load_state_dict(checkpoint.optimizer)
+    load_schedule(run.scheduler, checkpoint.scheduler, path)
+    run.scaler.load_state_dict(checkpoint.scaler)
+    run.previous_seconds = checkpoint.seconds
+    start = checkpoint.step
     if is_main:
         log.info("resumed %s from step %d of %d", path, start, run.config.steps)
     return start
@@ -323,10 +324,10 @@ def resume(run: _Run) -> int:
 def save_checkpoint(run: _Run, step: int) -> None:
     """Rank 0 writes ``out_dir/checkpoint.pt`` atomically (the keys :func:`resume` reads); all ranks wait."""
     if run.runtime.is_main:
-        save_atomic({"kind": run.kind, "model_config": run.model_config, "model": unwrap(run.model).state_dict(),
-                     "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
-                     "scaler": run.scaler.state_dict(), "step": step, "seconds": run.seconds(),
-                     "extra": {"train_config": _plain_config(run.config)}}, run.checkpoint_path)
+        Checkpoint(run.kind, run.model_config, unwrap(run.model).state_dict(), step=step, seconds=run.seconds(),
+                   optimizer=run.optimizer.state_dict(), scheduler=run.scheduler.state_dict(),
+                   scaler=run.scaler.state_dict(),
+                   extra={"train_config": _plain_config(run.config)}).save(run.checkpoint_path)
     barrier()
 
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from hidden2stream.data.actions import mirror_flow
 from hidden2stream.losses.motion import MotionLossConfig, multiscale_motion_loss
-from hidden2stream.train.checkpoint import unwrap
+from hidden2stream.checkpoint import unwrap
 from hidden2stream.losses.supervised import multiscale_epe_loss, resize_flow
 
 

@@ -18,7 +18,7 @@ from torchvision.utils import make_grid
 
 from hidden2stream.flow.visualize import flow_to_rgb
 from hidden2stream.flow.warp import backward_warp
-from hidden2stream.train.runtime import Runtime, evaluation
+from hidden2stream.runtime import Runtime, evaluation
 
 TENSORBOARD_DIR = "tensorboard"
 

@@ -19,47 +19,20 @@ pixels at 1/32, and nothing in the decoder depends on the resolution.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hidden2stream.checkpoint import Checkpoint
 from hidden2stream.flow.warp import backward_warp
-from hidden2stream.models.motionnet import (NEGATIVE_SLOPE, MotionNetBase, MotionNetConfig, PaddedFlows,
-                                            normalised_padded, upsample_flow)
+from hidden2stream.models.motionnet.base import (MotionNetBase, PaddedFlows, conv_lrelu, init_convs, init_small,
+                                                 normalised_padded, upsample_flow)
+from hidden2stream.models.motionnet.config import LEVELS, MotionNetConfig
+from hidden2stream.weights import weights_path
 
-LEVELS = 5  # outputs at 1/32, 1/16, 1/8, 1/4, 1/2
 INITIAL_SHARPNESS = 10.0  # softmax temperature^-1 on cosine costs in [-1, 1]
-
-
-@dataclass(frozen=True)
-class CorrLayers:
-    """Widths of a :class:`CorrMotionNet` (the ``corr`` variant of ``MotionNetConfig``).
-
-    ``widths``: encoder widths at 1/2 ... 1/32. ``context``: the 1x1 projection of frame t's
-    features fed to the decoder. ``radius``: correlation search radius in pixels of each level.
-    ``decoder_widths``: the shared residual-flow decoder. ``refine_half``: the decoder also refines
-    the 1/2 level (on the 1/2 encoder features; one more context projection) instead of taking the
-    1/4 flow upsampled, for sub-pixel precision at twice the decoding cost. None of them depends on
-    the window length.
-    """
-
-    widths: tuple[int, ...] = (16, 32, 64, 96, 128)
-    context: int = 32
-    radius: int = 3
-    decoder_widths: tuple[int, ...] = (96, 64, 32)
-    refine_half: bool = False
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
-        object.__setattr__(self, "decoder_widths", tuple(int(w) for w in self.decoder_widths))
-        if len(self.widths) != LEVELS:
-            raise ValueError(f"MotionNet-C needs {LEVELS} encoder widths, got {len(self.widths)}")
-        if min(self.widths + self.decoder_widths + (self.context,)) < 1 or self.radius < 1:
-            raise ValueError("MotionNet-C widths, context and radius must be positive")
 
 
 def local_correlation(first: torch.Tensor, second: torch.Tensor, radius: int) -> torch.Tensor:
@@ -88,28 +61,9 @@ def normalise_features(features: torch.Tensor) -> torch.Tensor:
     return F.normalize(centred, dim=1, eps=1e-6)
 
 
-def _conv(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
-    """3x3 convolution + LeakyReLU(0.1)."""
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1),
-                         nn.LeakyReLU(NEGATIVE_SLOPE, inplace=True))
-
-
 def _upsample2(flow: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Flows ``(N, 2, h, w)`` in pixels -> ``(N, 2, *size)`` in pixels of the new size."""
     return upsample_flow(flow[:, None], size)[:, 0]
-
-
-def init_convs(module: nn.Module) -> None:
-    """Kaiming (LeakyReLU 0.1) weights and zero biases for every conv in ``module``."""
-    for conv in module.modules():
-        if isinstance(conv, nn.Conv2d):
-            nn.init.kaiming_normal_(conv.weight, a=NEGATIVE_SLOPE, nonlinearity="leaky_relu")
-            nn.init.zeros_(conv.bias)
-
-
-def init_small(conv: nn.Conv2d) -> None:
-    """Outputs ~0.01 x the input RMS: a predictor that starts near zero yet passes gradients on."""
-    nn.init.normal_(conv.weight, std=0.01 / math.sqrt(conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]))
 
 
 class CorrMotionNet(MotionNetBase):
@@ -131,7 +85,7 @@ class CorrMotionNet(MotionNetBase):
         layers = config.layers
         stages, previous = [], 3
         for width in layers.widths:
-            stages.append(nn.Sequential(_conv(previous, width, stride=2), _conv(width, width)))
+            stages.append(nn.Sequential(conv_lrelu(previous, width, stride=2), conv_lrelu(width, width)))
             previous = width
         self.encoder = nn.ModuleList(stages)
         # One context projection per decoded level, coarse to fine: their number sets how deep
@@ -139,7 +93,7 @@ class CorrMotionNet(MotionNetBase):
         self.context = nn.ModuleList(nn.Conv2d(width, layers.context, 1) for width in self._decoded_widths()[::-1])
         decoder, previous = [], (2 * layers.radius + 1) ** 2 + layers.context + 2
         for width in layers.decoder_widths:
-            decoder.append(_conv(previous, width))
+            decoder.append(conv_lrelu(previous, width))
             previous = width
         self.decoder = nn.Sequential(*decoder)
         self.predict = nn.Conv2d(previous, 2, 3, padding=1)
@@ -229,6 +183,7 @@ def motionnet_corr(frames: int = 2, weights: str | None = None) -> CorrMotionNet
     """
     if weights is None:
         return CorrMotionNet(MotionNetConfig("corr", frames))
-    from hidden2stream.pretrained import load_motionnet, weights_path
-
-    return load_motionnet(weights_path(weights), frames)  # weights_path refuses unknown names
+    checkpoint = Checkpoint.load(weights_path(weights), kind="motionnet")  # weights_path refuses unknown names
+    model = CorrMotionNet(checkpoint.config.with_frames(frames))
+    checkpoint.load_into(model)
+    return model

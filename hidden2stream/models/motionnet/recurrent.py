@@ -21,50 +21,17 @@ consecutive pair:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hidden2stream.flow.warp import backward_warp, pixel_grid
-from hidden2stream.models.motionnet import MotionNetConfig, PaddedFlows
-from hidden2stream.models.motionnet_corr import (INITIAL_SHARPNESS, LEVELS, CorrMotionNet, _conv, init_convs,
-                                                 init_small, local_correlation, normalise_features)
+from hidden2stream.models.motionnet.base import PaddedFlows, conv_lrelu, init_convs, init_small
+from hidden2stream.models.motionnet.config import MotionNetConfig
+from hidden2stream.models.motionnet.corr import INITIAL_SHARPNESS, CorrMotionNet, local_correlation, normalise_features
 
 REFINED = 2  # encoder map refined recurrently: 1/8
 UPSAMPLING = 2 ** (REFINED + 1)  # 1/8 -> full resolution
-
-
-@dataclass(frozen=True)
-class RecurrentLayers:
-    """Widths of a :class:`RecurrentMotionNet` (the ``recurrent`` variant of ``MotionNetConfig``).
-
-    ``widths``: encoder widths at 1/2 ... 1/32. ``context``: the 1x1 context projections of the
-    coarse decoder and the GRU's context input. ``radius``: local correlation radius in pixels of the
-    level, coarse decoding and recurrent lookups alike. ``decoder_widths``: the shared residual
-    decoder (1/32 ... 1/8). ``hidden``: the ConvGRU state. ``motion``: the motion encoder (cost
-    volume + flow) feeding the GRU. ``iterations``: recurrent steps at 1/8 (the weights are tied, so
-    this may differ between training and inference). None of them depends on the window length.
-    """
-
-    widths: tuple[int, ...] = (16, 32, 64, 96, 128)
-    context: int = 32
-    radius: int = 3
-    decoder_widths: tuple[int, ...] = (96, 64, 32)
-    hidden: int = 48
-    motion: int = 48
-    iterations: int = 4
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
-        object.__setattr__(self, "decoder_widths", tuple(int(w) for w in self.decoder_widths))
-        if len(self.widths) != LEVELS:
-            raise ValueError(f"MotionNet-R needs {LEVELS} encoder widths, got {len(self.widths)}")
-        if min(self.widths + self.decoder_widths + (self.context, self.hidden, self.motion)) < 1:
-            raise ValueError("MotionNet-R widths must be positive")
-        if self.radius < 1 or self.iterations < 1:
-            raise ValueError("MotionNet-R radius and iterations must be positive")
 
 
 def global_match(first: torch.Tensor, second: torch.Tensor, sharpness: torch.Tensor | float) -> torch.Tensor:
@@ -134,10 +101,10 @@ class RecurrentMotionNet(CorrMotionNet):
         features = layers.widths[REFINED]
         self.global_sharpness = nn.Parameter(torch.tensor(INITIAL_SHARPNESS))
         self.start_state = nn.Conv2d(features, layers.hidden + layers.context, 3, padding=1)
-        self.motion_encoder = _conv((2 * layers.radius + 1) ** 2 + 2, layers.motion)
+        self.motion_encoder = conv_lrelu((2 * layers.radius + 1) ** 2 + 2, layers.motion)
         self.gru = ConvGRU(layers.hidden, layers.motion + 2 + layers.context)
-        self.flow_head = nn.Sequential(_conv(layers.hidden, layers.hidden), nn.Conv2d(layers.hidden, 2, 3, padding=1))
-        self.mask_head = nn.Sequential(_conv(layers.hidden, 64), nn.Conv2d(64, 9 * UPSAMPLING ** 2, 1))
+        self.flow_head = nn.Sequential(conv_lrelu(layers.hidden, layers.hidden), nn.Conv2d(layers.hidden, 2, 3, padding=1))
+        self.mask_head = nn.Sequential(conv_lrelu(layers.hidden, 64), nn.Conv2d(64, 9 * UPSAMPLING ** 2, 1))
         # The GRU keeps PyTorch's default init (smaller than Kaiming), so its gates start unsaturated;
         # near-zero residuals and near-uniform masks (a 3x3 box upsampling) to begin with.
         for module in (self.start_state, self.motion_encoder, self.flow_head, self.mask_head):
