@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 
 from hidden2stream.errors import UserError
+from hidden2stream.pipeline import two_stream
 from hidden2stream.progress import set_quiet
 
 
@@ -113,10 +114,8 @@ def two_stream_run(out: Path, **options: object) -> dict:
     """One run of the two-stream training stage (``experiments/train_two_stream.py``) into ``out`` with
     ``options`` set as on its command line, on the CPU, resumable; a finished run (its ``eval.json``)
     is read back instead of trained again. Returns the run's ``eval.json``."""
-    from hidden2stream.pipeline import stage_options, two_stream
-
     if not (out / "eval.json").is_file():
-        two_stream.run(stage_options(two_stream.build_parser(), out=out, resume=True, device="cpu", **options))
+        two_stream.run(two_stream.TwoStreamOptions(out=out, resume=True, device="cpu", **options))
     return json.loads((out / "eval.json").read_text())
 
 

@@ -40,20 +40,22 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without install
 
 from benchmarks.common import machine_info, machine_line, run_benchmark
-from hidden2stream.cli import (OneLineParser, existing_dir, image_size, non_negative_int, positive_float, positive_int,
-                               run_cli)
+from hidden2stream.options import existing_dir, image_size, non_negative_int, positive_float, positive_int
+from hidden2stream_experiments.cli import OneLineParser, run_cli
+from hidden2stream_experiments.parsing import argparse_type
 from hidden2stream.data.clips import VideoWindowDataset
 from hidden2stream.data.flow_pairs import FlowPair, FlowPairFolder
 from hidden2stream.data.synthetic_flow import SyntheticFlowDataset
-from hidden2stream.evaluate_flow import (BENCHMARK_MOTION, BENCHMARK_SEED, BENCHMARK_SIDE, FlowMethod,
+from hidden2stream.evaluation.flow import (BENCHMARK_MOTION, BENCHMARK_SEED, BENCHMARK_SIDE, FlowMethod,
                                          benchmark_synthetic_config, flow_methods, score_pairs, score_sequences,
                                          summarize_pairs,
                                          synthetic_pairs)
 from hidden2stream.flow.visualize import flow_to_rgb, make_grid_png
 from hidden2stream.paths import shared_data
 from hidden2stream.weights import motion_source
-from hidden2stream.report import markdown_table
-from hidden2stream.runtime import add_runtime_args, runtime_from_args
+from hidden2stream.evaluation.report import markdown_table
+from hidden2stream.runtime import RuntimeOptions
+from hidden2stream_experiments.parsing import add_options
 
 TILE = (240, 320)  # picture tiles: height, width (each flow fitted inside, aspect kept)
 
@@ -78,24 +80,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of real pairs with ground truth (Middlebury frame1.png/frame2.png/flow.flo "
                         "folders or a KITTI training folder); repeat for several "
                         f"(default: {shared_data('flow_gt')})")
-    p.add_argument("--max-real-pairs", type=positive_int, help="score at most the first N pairs of each root")
-    p.add_argument("--max-pair-columns", type=positive_int, default=8,
+    p.add_argument("--max-real-pairs", type=argparse_type(positive_int), help="score at most the first N pairs of each root")
+    p.add_argument("--max-pair-columns", type=argparse_type(positive_int), default=8,
                    help="a root with more pairs gets one mean-EPE column instead of one per pair")
     p.add_argument("--synthetic-sizes", type=side_list, default=[224, 64], help="square sizes, e.g. 224,64")
-    p.add_argument("--items", type=positive_int, default=24, help="synthetic pairs per size")
-    p.add_argument("--max-motion", type=positive_float, default=BENCHMARK_MOTION,
+    p.add_argument("--items", type=argparse_type(positive_int), default=24, help="synthetic pairs per size")
+    p.add_argument("--max-motion", type=argparse_type(positive_float), default=BENCHMARK_MOTION,
                    help=f"largest foreground translation in px at {BENCHMARK_SIDE}x{BENCHMARK_SIDE}, "
                         "scaled with the size")
-    p.add_argument("--images", type=existing_dir, default=shared_data("images"), help="photos for the layers")
-    p.add_argument("--clips", type=existing_dir, default=shared_data("clips"), help="folder of videos")
-    p.add_argument("--clip-windows", type=non_negative_int, default=2, help="held-out windows per video (0: none)")
-    p.add_argument("--clip-frames", type=positive_int, default=6, help="frames per clip window")
-    p.add_argument("--clip-size", type=image_size, default=(64, 64), help="clip windows resized to N or HxW")
-    p.add_argument("--grid-rows", type=non_negative_int, default=4, help="synthetic pairs in flow_methods.png")
-    p.add_argument("--grid-real", type=non_negative_int, default=6, help="real pairs in flow_real_pairs.png")
+    p.add_argument("--images", type=argparse_type(existing_dir), default=shared_data("images"), help="photos for the layers")
+    p.add_argument("--clips", type=argparse_type(existing_dir), default=shared_data("clips"), help="folder of videos")
+    p.add_argument("--clip-windows", type=argparse_type(non_negative_int), default=2, help="held-out windows per video (0: none)")
+    p.add_argument("--clip-frames", type=argparse_type(positive_int), default=6, help="frames per clip window")
+    p.add_argument("--clip-size", type=argparse_type(image_size), default=(64, 64), help="clip windows resized to N or HxW")
+    p.add_argument("--grid-rows", type=argparse_type(non_negative_int), default=4, help="synthetic pairs in flow_methods.png")
+    p.add_argument("--grid-real", type=argparse_type(non_negative_int), default=6, help="real pairs in flow_real_pairs.png")
     p.add_argument("--seed", type=int, default=0, help="synthetic scenes and clip windows")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output folder")
-    add_runtime_args(p)
+    add_options(p, RuntimeOptions)
     return p
 
 
@@ -194,7 +196,7 @@ def score_synthetic(methods: list[FlowMethod], args: argparse.Namespace,
 
 def run(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
-    runtime = runtime_from_args(args)
+    runtime = RuntimeOptions.from_args(args).resolve()
     paths = checkpoint_paths(args)
     roots = args.real_root or [shared_data("flow_gt")]
     folders = [FlowPairFolder(root) for root in roots]  # fails early, with one line, on a bad root

@@ -30,17 +30,19 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without install
 
 from benchmarks.common import machine_info, machine_line, median, run_benchmark
-from hidden2stream.cli import OneLineParser, existing_dir, positive_int, run_cli
+from hidden2stream.options import existing_dir, positive_int
+from hidden2stream_experiments.cli import OneLineParser, run_cli
+from hidden2stream_experiments.parsing import argparse_type
 from hidden2stream.data.flow_pairs import FlowPair, FlowPairFolder
 from hidden2stream.data.synthetic_flow import SyntheticFlowConfig, SyntheticFlowDataset
-from hidden2stream.evaluate_flow import BENCHMARK_SEED, benchmark_synthetic_config, pair_scores, synthetic_pairs
+from hidden2stream.evaluation.flow import BENCHMARK_SEED, benchmark_synthetic_config, pair_scores, synthetic_pairs
 from hidden2stream.flow.predict import pair_flow
 from hidden2stream.flow.refine import LucasKanadeRefinement, lucas_kanade_refine
 from hidden2stream.models.motionnet import build_motionnet
 from hidden2stream.paths import shared_data
 from hidden2stream.pretrained import load_motionnet
 from hidden2stream.weights import motion_source
-from hidden2stream.report import markdown_table
+from hidden2stream.evaluation.report import markdown_table
 
 VALIDATION_SEED, VALIDATION_SIDE = 777, 320
 
@@ -64,11 +66,11 @@ def label(setting: LucasKanadeRefinement | None) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description=__doc__.split("\n")[0])
     p.add_argument("--weights", default="default", help="shipped weights name or MotionNet checkpoint")
-    p.add_argument("--real-root", type=existing_dir, default=shared_data("flow_gt"),
+    p.add_argument("--real-root", type=argparse_type(existing_dir), default=shared_data("flow_gt"),
                    help="folder of real pairs with ground truth (Middlebury or KITTI layout)")
-    p.add_argument("--images", type=existing_dir, default=shared_data("images"), help="photos for the layers")
-    p.add_argument("--validation-items", type=positive_int, default=64, help="validation pairs at 320x320")
-    p.add_argument("--items", type=positive_int, default=24, help="benchmark pairs at 224x224")
+    p.add_argument("--images", type=argparse_type(existing_dir), default=shared_data("images"), help="photos for the layers")
+    p.add_argument("--validation-items", type=argparse_type(positive_int), default=64, help="validation pairs at 320x320")
+    p.add_argument("--items", type=argparse_type(positive_int), default=24, help="benchmark pairs at 224x224")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output folder")
     return p
 

@@ -36,8 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from benchmarks.common import (add_onnx_option, comma_choices, machine_info, machine_line, median, onnx_rows,
                                run_benchmark, timed)
-from hidden2stream.cli import (OneLineParser, existing_dir, existing_path, non_negative_float, non_negative_int,
-                               positive_int, run_cli)
+from hidden2stream.options import existing_dir, existing_path, non_negative_float, non_negative_int, positive_int
+from hidden2stream_experiments.cli import OneLineParser, run_cli
+from hidden2stream_experiments.parsing import argparse_type
 from hidden2stream.data.clips import centre_crop
 from hidden2stream.data.video import probe_video, read_frames, scaled_size
 from hidden2stream.errors import UserError, VideoError
@@ -46,8 +47,9 @@ from hidden2stream.models.flops import forward_flops
 from hidden2stream.models.motionnet import MOTIONNETS, MotionNet, MotionNetConfig, build_motionnet
 from hidden2stream.paths import shared_data
 from hidden2stream.pretrained import load_motionnet
-from hidden2stream.report import markdown_table
-from hidden2stream.runtime import Runtime, add_runtime_args, evaluation, runtime_from_args
+from hidden2stream.evaluation.report import markdown_table
+from hidden2stream.runtime import Runtime, RuntimeOptions, evaluation
+from hidden2stream_experiments.parsing import add_options
 
 # Dense bf16 tensor-core peaks (TFLOPS, no sparsity), matched against the CUDA device name in order.
 BF16_PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("H200", 989.0),
@@ -70,30 +72,30 @@ def sizes_arg(text: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description=__doc__.split("\n")[0])
-    p.add_argument("--clips", type=existing_dir, default=shared_data("clips"), help="folder of videos")
+    p.add_argument("--clips", type=argparse_type(existing_dir), default=shared_data("clips"), help="folder of videos")
     p.add_argument("--sizes", type=sizes_arg, default=["224", "native"],
                    help="comma list: N (shorter side resized, NxN centre crop) and/or native")
-    p.add_argument("--pairs", type=positive_int, default=STACK_FLOWS,
+    p.add_argument("--pairs", type=argparse_type(positive_int), default=STACK_FLOWS,
                    help=f"consecutive pairs per clip at square sizes (a multiple of {STACK_FLOWS} adds the "
                         f"{STACK_FLOWS + 1}-frame MotionNet rows)")
-    p.add_argument("--native-pairs", type=positive_int, default=1, help="pairs per clip at native size")
-    p.add_argument("--batch", type=positive_int, default=8, help="MotionNet pairs per forward")
-    p.add_argument("--repeats", type=positive_int, default=5, help="timed repeats at square sizes (median)")
-    p.add_argument("--native-repeats", type=positive_int, default=3, help="timed repeats at native size")
-    p.add_argument("--warmup", type=non_negative_int, default=1, help="untimed passes before the timed repeats")
+    p.add_argument("--native-pairs", type=argparse_type(positive_int), default=1, help="pairs per clip at native size")
+    p.add_argument("--batch", type=argparse_type(positive_int), default=8, help="MotionNet pairs per forward")
+    p.add_argument("--repeats", type=argparse_type(positive_int), default=5, help="timed repeats at square sizes (median)")
+    p.add_argument("--native-repeats", type=argparse_type(positive_int), default=3, help="timed repeats at native size")
+    p.add_argument("--warmup", type=argparse_type(non_negative_int), default=1, help="untimed passes before the timed repeats")
     p.add_argument("--models", type=comma_choices(sorted(MOTIONNETS), "--models"), default=["tiny", "paper"],
                    help="MotionNet sizes")
     p.add_argument("--native-models", type=comma_choices(sorted(MOTIONNETS), "--native-models"),
                    help="MotionNet sizes timed at native size (default: tiny on CPU, --models on CUDA)")
     p.add_argument("--methods", type=comma_choices(CLASSIC_METHODS, "--methods", empty_ok=True),
                    default=list(CLASSIC_METHODS), help="OpenCV methods")
-    p.add_argument("--checkpoint", type=existing_path,
+    p.add_argument("--checkpoint", type=argparse_type(existing_path),
                    help="MotionNet weights, used for the models of the same architecture and frames")
-    p.add_argument("--peak-tflops", type=non_negative_float,
+    p.add_argument("--peak-tflops", type=argparse_type(non_negative_float),
                    help="GPU dense bf16 peak (default: looked up from the device name)")
     add_onnx_option(p)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output folder")
-    add_runtime_args(p)
+    add_options(p, RuntimeOptions)
     return p
 
 
@@ -250,7 +252,7 @@ def build_models(names: list[str], runtime: Runtime, checkpoint: MotionNet | Non
 
 
 def run(args: argparse.Namespace) -> dict:
-    runtime = runtime_from_args(args)
+    runtime = RuntimeOptions.from_args(args).resolve()
     checkpoint = load_motionnet(args.checkpoint) if args.checkpoint else None
     native_models = args.native_models or (args.models if runtime.device.type == "cuda" else ["tiny"])
     result: dict = {"machine": machine_info(runtime.device),

@@ -25,12 +25,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without install
 
 from benchmarks.common import machine_info, machine_line, run_benchmark
-from hidden2stream.cli import OneLineParser, existing_dir, positive_int, run_cli
+from hidden2stream.options import existing_dir, positive_int
+from hidden2stream_experiments.cli import OneLineParser, run_cli
+from hidden2stream_experiments.parsing import argparse_type
 from hidden2stream.data.synthetic_flow import SyntheticFlowConfig, SyntheticFlowDataset
 from hidden2stream.losses.motion import PRESETS, MotionLossConfig, multiscale_motion_loss
 from hidden2stream.losses.supervised import resize_flow
 from hidden2stream.paths import shared_data
-from hidden2stream.report import markdown_table
+from hidden2stream.evaluation.report import markdown_table
 
 SEED, LEVELS = 777, 5
 FLOWS = {"exact": 1.0, "half": 0.5, "zero": 0.0}  # the exact flow scaled by
@@ -49,11 +51,11 @@ def weight_list(text: str) -> list[float]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description=__doc__.split("\n")[0])
-    p.add_argument("--items", type=positive_int, default=16, help="synthetic pairs")
-    p.add_argument("--size", type=positive_int, default=256, help="square pair size (realistic motions for it)")
+    p.add_argument("--items", type=argparse_type(positive_int), default=16, help="synthetic pairs")
+    p.add_argument("--size", type=argparse_type(positive_int), default=256, help="square pair size (realistic motions for it)")
     p.add_argument("--census-weights", type=weight_list, default=[1.0, 4.0, 16.0],
                    help="photometric_weight values for the census term on top of the improved preset")
-    p.add_argument("--images", type=existing_dir, default=shared_data("images"), help="photos for the layers")
+    p.add_argument("--images", type=argparse_type(existing_dir), default=shared_data("images"), help="photos for the layers")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output folder")
     return p
 

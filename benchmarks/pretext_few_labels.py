@@ -19,11 +19,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
 from benchmarks.common import machine_info, machine_line, run_benchmark, two_stream_run
-from hidden2stream.cli import OneLineParser, positive_int, run_cli
+from hidden2stream.options import positive_int
+from hidden2stream_experiments.cli import OneLineParser, run_cli
+from hidden2stream_experiments.parsing import argparse_type
 from hidden2stream.errors import UserError
 from hidden2stream.paths import shared_data
 from hidden2stream.progress import stage
-from hidden2stream.report import markdown_table
+from hidden2stream.evaluation.report import markdown_table
 
 CLASSES = 12  # the embedded action set: 3 appearances x 4 motions
 MOTION = dict(motion="corr", motion_checkpoint="default", log_images_every=0)
@@ -33,10 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description=__doc__.split("\n")[0])
     p.add_argument("--videos", type=Path, help="unlabelled videos for the pretext (default: the shared clips)")
     p.add_argument("--per-class", default="5,20", help="comma list: labelled training videos per class")
-    p.add_argument("--pretext-steps", type=positive_int, default=200)
-    p.add_argument("--steps", type=positive_int, default=100, help="fine-tuning steps per run")
-    p.add_argument("--batch-size", type=positive_int, default=8)
-    p.add_argument("--test-items", type=positive_int, default=240)
+    p.add_argument("--pretext-steps", type=argparse_type(positive_int), default=200)
+    p.add_argument("--steps", type=argparse_type(positive_int), default=100, help="fine-tuning steps per run")
+    p.add_argument("--batch-size", type=argparse_type(positive_int), default=8)
+    p.add_argument("--test-items", type=argparse_type(positive_int), default=240)
     p.add_argument("--workers", type=int, default=1, help="DataLoader worker processes of each run")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/pretext_few_labels"))
     p.add_argument("--quiet", action="store_true", help="no progress lines from the training runs")

@@ -28,14 +28,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 import torch
 
 from benchmarks.common import machine_info, machine_line, publish, two_stream_run
-from hidden2stream.cli import OneLineParser, existing_dir, frame_count, positive_int, run_cli
+from hidden2stream.options import existing_dir, frame_count, positive_int
+from hidden2stream_experiments.cli import OneLineParser, run_cli
+from hidden2stream_experiments.parsing import argparse_type
 from hidden2stream.data.playback import DIRECTIONS, PLAYBACK_CLASSES, check_disjoint, find_videos
 from hidden2stream.data.probe import probe_videos
 from hidden2stream.errors import UserError, VideoError
-from hidden2stream.evaluate import factor_accuracy
+from hidden2stream.evaluation.actions import factor_accuracy
 from hidden2stream.paths import shared_data
 from hidden2stream.progress import set_quiet, stage
-from hidden2stream.report import markdown_table
+from hidden2stream.evaluation.report import markdown_table
 
 #: stream name -> (the run that trains it, the head it is scored on)
 STREAMS = {"spatial": ("hidden", "spatial"), "hidden": ("hidden", "temporal"), "dis": ("dis", "temporal"),
@@ -47,15 +49,15 @@ CHANCE = {"speed": 1 / 3, "direction": 1 / 2, "both": 1 / len(PLAYBACK_CLASSES)}
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description=__doc__.split("\n")[0])
-    p.add_argument("--train", type=existing_dir, help="training videos (with --test)")
-    p.add_argument("--test", type=existing_dir, help="test videos, none of them in --train")
+    p.add_argument("--train", type=argparse_type(existing_dir), help="training videos (with --test)")
+    p.add_argument("--test", type=argparse_type(existing_dir), help="test videos, none of them in --train")
     p.add_argument("--clips", type=Path, help="without --train/--test: leave-one-video-out over these videos "
                                               "(default: the shared clips)")
-    p.add_argument("--steps", type=positive_int, default=200, help="training steps per run")
-    p.add_argument("--batch-size", type=positive_int, default=8)
-    p.add_argument("--size", type=positive_int, default=64, help="square crop size")
-    p.add_argument("--frames", type=frame_count, default=6, help="T+1 frames per window")
-    p.add_argument("--test-windows", type=positive_int, default=4, help="test windows per video and class")
+    p.add_argument("--steps", type=argparse_type(positive_int), default=200, help="training steps per run")
+    p.add_argument("--batch-size", type=argparse_type(positive_int), default=8)
+    p.add_argument("--size", type=argparse_type(positive_int), default=64, help="square crop size")
+    p.add_argument("--frames", type=argparse_type(frame_count), default=6, help="T+1 frames per window")
+    p.add_argument("--test-windows", type=argparse_type(positive_int), default=4, help="test windows per video and class")
     p.add_argument("--workers", type=int, default=1, help="DataLoader worker processes of each run")
     p.add_argument("--refinement", choices=["auto", "none", "lk"], default="auto",
                    help="the hidden stream's Lucas-Kanade step (auto: as the shipped weights say, i.e. on)")

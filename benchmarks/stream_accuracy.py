@@ -28,11 +28,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
 from benchmarks.common import comma_choices, machine_info, machine_line, publish
-from hidden2stream.cli import OneLineParser, frame_count, positive_int, run_cli
+from hidden2stream.options import frame_count, positive_int
+from hidden2stream_experiments.cli import OneLineParser, run_cli
+from hidden2stream_experiments.parsing import argparse_type
 from hidden2stream.errors import UserError
 from hidden2stream.models.motionnet import MOTIONNETS
 from hidden2stream.models.streams import STREAM_ARCHS
-from hidden2stream.report import markdown_table
+from hidden2stream.evaluation.report import markdown_table
 
 REPO = Path(__file__).resolve().parent.parent
 HEADS = {"spatial": "spatial", "both": "fused"}  # --streams -> the head that run is scored on
@@ -42,13 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description=__doc__.split("\n")[0])
     p.add_argument("--archs", type=comma_choices(STREAM_ARCHS, "--archs"), default=["tiny", "r2plus1d_18", "s3d"],
                    help="spatial stream archs (2D or 3D); the temporal stream stays tiny")
-    p.add_argument("--steps", type=positive_int, default=60, help="training steps per run")
-    p.add_argument("--batch-size", type=positive_int, default=8)
-    p.add_argument("--size", type=positive_int, default=64, help="square frame size")
-    p.add_argument("--frames", type=frame_count, default=6, help="T+1 frames per window")
-    p.add_argument("--segments", type=positive_int, default=3)
-    p.add_argument("--train-items", type=positive_int, default=2000)
-    p.add_argument("--test-items", type=positive_int, default=96)
+    p.add_argument("--steps", type=argparse_type(positive_int), default=60, help="training steps per run")
+    p.add_argument("--batch-size", type=argparse_type(positive_int), default=8)
+    p.add_argument("--size", type=argparse_type(positive_int), default=64, help="square frame size")
+    p.add_argument("--frames", type=argparse_type(frame_count), default=6, help="T+1 frames per window")
+    p.add_argument("--segments", type=argparse_type(positive_int), default=3)
+    p.add_argument("--train-items", type=argparse_type(positive_int), default=2000)
+    p.add_argument("--test-items", type=argparse_type(positive_int), default=96)
     p.add_argument("--motion", choices=sorted(MOTIONNETS), default="corr")
     p.add_argument("--motion-checkpoint", default="default",
                    help="MotionNet weights: shipped name or checkpoint ('none': random init)")

@@ -36,8 +36,9 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
 from benchmarks.common import comma_choices, machine_info, machine_line, median, publish, timed
-from hidden2stream.cli import (OneLineParser, frame_count, image_size, non_negative_int, options_check, positive_int,
-                               run_cli)
+from hidden2stream.options import frame_count, image_size, non_negative_int, options_check, positive_int
+from hidden2stream_experiments.cli import OneLineParser, run_cli
+from hidden2stream_experiments.parsing import argparse_type
 from hidden2stream.data.synthetic_actions import SyntheticActionConfig, SyntheticActionDataset
 from hidden2stream.data.synthetic_flow import SyntheticFlowConfig, SyntheticFlowDataset
 from hidden2stream.errors import UserError
@@ -47,9 +48,10 @@ from hidden2stream.models.hidden import HIDDEN_KINDS
 from hidden2stream.models.motionnet import MOTIONNETS, MotionNetConfig, build_motionnet
 from hidden2stream.models.streams import STREAM_ARCHS, VIDEO_ARCHS
 from hidden2stream.models.two_stream import hidden_two_stream
-from hidden2stream.report import markdown_table
+from hidden2stream.evaluation.report import markdown_table
 from hidden2stream.train.objectives import ActionObjective, MotionObjective
-from hidden2stream.runtime import Runtime, add_runtime_args, runtime_from_args
+from hidden2stream.runtime import Runtime, RuntimeOptions
+from hidden2stream_experiments.parsing import add_options
 
 MOTION_MODES = ("trained", "frozen")
 STREAM_KINDS_RUN = {"both": ("spatial", "temporal"), "spatial": ("spatial",), "temporal": ("temporal",)}
@@ -90,16 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrain", type=comma_choices(sorted(MOTIONNETS), "--pretrain"), default=["tiny", "paper"],
                    help="MotionNet sizes timed for pretraining alone")
     p.add_argument("--no-pretrain", action="store_true", help="skip MotionNet pretraining")
-    p.add_argument("--size", type=image_size, default=(64, 64), help="N or HxW")
-    p.add_argument("--frames", type=frame_count, default=6, help="T+1 frames per window (paper: 11)")
-    p.add_argument("--segments", type=positive_int, default=3, help="TSN segments K")
-    p.add_argument("--batch", type=positive_int, default=16, help="clips per step")
-    p.add_argument("--steps", type=positive_int, default=5, help="timed steps (median)")
-    p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed steps first")
+    p.add_argument("--size", type=argparse_type(image_size), default=(64, 64), help="N or HxW")
+    p.add_argument("--frames", type=argparse_type(frame_count), default=6, help="T+1 frames per window (paper: 11)")
+    p.add_argument("--segments", type=argparse_type(positive_int), default=3, help="TSN segments K")
+    p.add_argument("--batch", type=argparse_type(positive_int), default=16, help="clips per step")
+    p.add_argument("--steps", type=argparse_type(positive_int), default=5, help="timed steps (median)")
+    p.add_argument("--warmup", type=argparse_type(non_negative_int), default=2, help="untimed steps first")
     p.add_argument("--in-process", action="store_true", help="CPU: no subprocess per configuration")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output folder")
     p.add_argument("--child", help=argparse.SUPPRESS)  # one configuration as JSON, run in a subprocess
-    add_runtime_args(p)
+    add_options(p, RuntimeOptions)
     return p
 
 
@@ -236,7 +238,7 @@ def markdown(result: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    runtime = runtime_from_args(args)
+    runtime = RuntimeOptions.from_args(args).resolve()
     if args.child:
         row = measure(json.loads(args.child), args, runtime)
         print(json.dumps(row))

@@ -21,10 +21,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
 from benchmarks.common import comma_choices, machine_info, machine_line, run_benchmark, two_stream_run
-from hidden2stream.cli import OneLineParser, positive_int, run_cli
+from hidden2stream.options import positive_int
+from hidden2stream_experiments.cli import OneLineParser, run_cli
+from hidden2stream_experiments.parsing import argparse_type
 from hidden2stream.models.two_stream import FLOW_SOURCES
 from hidden2stream.progress import stage
-from hidden2stream.report import markdown_table
+from hidden2stream.evaluation.report import markdown_table
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,10 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flow sources: motionnet (the hidden stream) and classical methods")
     p.add_argument("--refinements", type=comma_choices(("lk", "none"), "--refinements"), default=["lk", "none"],
                    help="the hidden stream's runs: with the Lucas-Kanade step (lk), the network alone (none)")
-    p.add_argument("--steps", type=positive_int, default=150, help="training steps per run")
-    p.add_argument("--batch-size", type=positive_int, default=8)
-    p.add_argument("--train-items", type=positive_int, default=1200)
-    p.add_argument("--test-items", type=positive_int, default=240)
+    p.add_argument("--steps", type=argparse_type(positive_int), default=150, help="training steps per run")
+    p.add_argument("--batch-size", type=argparse_type(positive_int), default=8)
+    p.add_argument("--train-items", type=argparse_type(positive_int), default=1200)
+    p.add_argument("--test-items", type=argparse_type(positive_int), default=240)
     p.add_argument("--workers", type=int, default=1, help="DataLoader worker processes of each run")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/two_stage_accuracy"))
     p.add_argument("--quiet", action="store_true", help="no progress lines from the training runs")

@@ -50,7 +50,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 from benchmarks.common import (add_onnx_option, comma_choices, machine_info, machine_line, median, onnx_rows,
                                run_benchmark, timed)
 from benchmarks.flow_speed import sizes_arg
-from hidden2stream.cli import OneLineParser, existing_dir, frame_count, non_negative_int, positive_int, run_cli
+from hidden2stream.options import existing_dir, frame_count, non_negative_int, positive_int
+from hidden2stream_experiments.cli import OneLineParser, run_cli
+from hidden2stream_experiments.parsing import argparse_type
 from hidden2stream.data.clips import centre_crop
 from hidden2stream.data.sampling import segment_starts
 from hidden2stream.data.video import probe_video, read_frames, scaled_size
@@ -61,8 +63,9 @@ from hidden2stream.models.motionnet import MOTIONNETS
 from hidden2stream.models.streams import STREAM_ARCHS
 from hidden2stream.models.two_stream import HiddenTwoStream, hidden_two_stream
 from hidden2stream.paths import shared_data
-from hidden2stream.report import markdown_table
-from hidden2stream.runtime import Runtime, add_runtime_args, runtime_from_args
+from hidden2stream.evaluation.report import markdown_table
+from hidden2stream.runtime import Runtime, RuntimeOptions
+from hidden2stream_experiments.parsing import add_options
 
 log = logging.getLogger("video_speed")
 
@@ -73,26 +76,26 @@ DEFAULT_STREAMS = {"tiny": "tiny", "corr": "tiny", "recurrent": "tiny", "paper":
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description=__doc__.split("\n")[0])
-    p.add_argument("--clips", type=existing_dir, default=shared_data("clips"), help="folder of videos")
+    p.add_argument("--clips", type=argparse_type(existing_dir), default=shared_data("clips"), help="folder of videos")
     p.add_argument("--sizes", type=sizes_arg, default=["224", "native"],
                    help="comma list: N (shorter side resized, NxN centre crop) and/or native")
-    p.add_argument("--frames", type=frame_count, default=11, help="frames per window (T+1)")
-    p.add_argument("--segments", type=positive_int, default=3, help="windows per video (TSN segments)")
+    p.add_argument("--frames", type=argparse_type(frame_count), default=11, help="frames per window (T+1)")
+    p.add_argument("--segments", type=argparse_type(positive_int), default=3, help="windows per video (TSN segments)")
     p.add_argument("--motion", type=comma_choices(list(MOTIONNETS), "--motion"), default=["tiny", "paper"],
                    help="MotionNet sizes")
     p.add_argument("--streams", default="auto", choices=("auto",) + STREAM_ARCHS,
                    help="spatial and temporal CNNs (auto: tiny for MotionNet-tiny/corr, resnet18 for paper)")
     p.add_argument("--hidden", type=comma_choices(HIDDEN_KINDS, "--hidden"), default=list(HIDDEN_KINDS),
                    help="hidden stream kinds: stacked (MotionNet -> temporal CNN) and/or branched")
-    p.add_argument("--classes", type=positive_int, default=101, help="classes of the heads (UCF101: 101)")
-    p.add_argument("--repeats", type=positive_int, default=3, help="timed repeats at square sizes (median)")
-    p.add_argument("--native-repeats", type=positive_int, default=1, help="timed repeats at native size")
-    p.add_argument("--warmup", type=non_negative_int, default=1, help="untimed passes before the timed repeats")
-    p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
+    p.add_argument("--classes", type=argparse_type(positive_int), default=101, help="classes of the heads (UCF101: 101)")
+    p.add_argument("--repeats", type=argparse_type(positive_int), default=3, help="timed repeats at square sizes (median)")
+    p.add_argument("--native-repeats", type=argparse_type(positive_int), default=1, help="timed repeats at native size")
+    p.add_argument("--warmup", type=argparse_type(non_negative_int), default=1, help="untimed passes before the timed repeats")
+    p.add_argument("--workers", type=argparse_type(positive_int), default=os.cpu_count() or 1,
                    help="TV-L1 processes (default: one per core)")
     add_onnx_option(p)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output folder")
-    add_runtime_args(p)
+    add_options(p, RuntimeOptions)
     return p
 
 
@@ -326,7 +329,7 @@ def read_size(clip: Clip) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> dict:
-    runtime = runtime_from_args(args)
+    runtime = RuntimeOptions.from_args(args).resolve()
     note = onnx_rows(args.onnx, runtime.device)
     onnx = note is None
     settings = {"clips": str(args.clips), "sizes": args.sizes, "frames": args.frames, "segments": args.segments,

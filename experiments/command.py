@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from hidden2stream.cli import run_cli
+from hidden2stream_experiments.cli import run_cli
 
 #: subcommand -> script (module of this package)
 COMMANDS = {
@@ -26,18 +26,14 @@ COMMANDS = {
 }
 
 
-def usage() -> str:
-    width = max(map(len, COMMANDS))
-    lines = [f"  {name:<{width}}  experiments/{script}.py" for name, script in COMMANDS.items()]
-    return ("usage: hidden2stream <command> [options]   (hidden2stream <command> --help for its options)\n"
-            "commands (each runs the script beside it):\n" + "\n".join(lines))
-
-
 def main(argv: list[str] | None = None) -> None:
     """Dispatch ``argv`` (default: the command line) to the script its first word names."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(usage())
+        width = max(map(len, COMMANDS))
+        print("usage: hidden2stream <command> [options]   (hidden2stream <command> --help for its options)\n"
+              "commands (each runs the script beside it):\n"
+              + "\n".join(f"  {name:<{width}}  experiments/{script}.py" for name, script in COMMANDS.items()))
         raise SystemExit(0 if argv else 2)
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:

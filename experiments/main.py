@@ -14,26 +14,13 @@ The pipeline itself lives in :mod:`hidden2stream.pipeline.job`.
 """
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
-from hidden2stream.cli import OneLineParser, add_quiet_arg, run_cli
-from hidden2stream.pipeline.job import run_pipeline
-from hidden2stream.progress import set_quiet
+from hidden2stream.pipeline.job import MainOptions, run_pipeline
+from hidden2stream_experiments.cli import run_cli
+from hidden2stream_experiments.parsing import parse_options
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = OneLineParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", type=Path, default=Path("runs/main"))
-    p.add_argument("--quick", action="store_true", help="tiny budgets: checks the pipeline, not accuracy")
-    p.add_argument("--resume", action="store_true", help="continue each stage from its checkpoint")
-    p.add_argument("--pretrain-motion", action="store_true",
-                   help="pretrain a tiny MotionNet without labels first, instead of the shipped weights")
-    p.add_argument("--device", default="auto")
-    add_quiet_arg(p)
-    args: argparse.Namespace = p.parse_args(argv)
-    set_quiet(args.quiet)
-    return run_pipeline(args.out, args.quick, args.resume, args.pretrain_motion, args.device)
+    return run_pipeline(parse_options(MainOptions, argv, __doc__))
 
 
 if __name__ == "__main__":

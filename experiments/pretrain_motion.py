@@ -15,15 +15,13 @@ The stage itself lives in :mod:`hidden2stream.pipeline.pretrain`.
 """
 from __future__ import annotations
 
-from hidden2stream.cli import run_cli
-from hidden2stream.pipeline.pretrain import parse_args, run
-from hidden2stream.progress import set_quiet
+from hidden2stream.pipeline.pretrain import RECIPES, PretrainOptions, run
+from hidden2stream_experiments.cli import run_cli
+from hidden2stream_experiments.parsing import parse_options
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    set_quiet(args.quiet)
-    return run(args)
+    return run(parse_options(PretrainOptions, argv, __doc__, presets=("recipe", RECIPES.__getitem__)))
 
 
 if __name__ == "__main__":

@@ -21,15 +21,13 @@ The stage itself lives in :mod:`hidden2stream.pipeline.two_stream`.
 """
 from __future__ import annotations
 
-from hidden2stream.cli import run_cli
-from hidden2stream.pipeline.two_stream import build_parser, run
-from hidden2stream.progress import set_quiet
+from hidden2stream.pipeline.two_stream import TwoStreamOptions, run
+from hidden2stream_experiments.cli import run_cli
+from hidden2stream_experiments.parsing import parse_options
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
-    set_quiet(args.quiet)
-    result = run(args)
+    result = run(parse_options(TwoStreamOptions, argv, __doc__))
     if result.text:
         print(result.text)
     return result.summary

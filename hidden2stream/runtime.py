@@ -5,7 +5,6 @@ on CPU everything runs in float32 and ``torch.compile`` stays off unless asked f
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 
 from hidden2stream.errors import UserError
+from hidden2stream.options import Options, option
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -57,42 +57,41 @@ class Runtime:
         return model
 
 
-def add_runtime_args(parser: argparse.ArgumentParser) -> None:
-    """Add ``--device --amp --channels-last --compile`` to a command-line parser."""
-    group = parser.add_argument_group("runtime")
-    group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    group.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
-                       help="mixed precision (auto: bf16 on CUDA, off on CPU)")
-    group.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"],
-                       help="channels_last memory format (auto: on for CUDA)")
-    group.add_argument("--compile", action="store_true", help="wrap the model in torch.compile")
+@dataclass(frozen=True)
+class RuntimeOptions(Options):
+    """The runtime a job asks for; ``auto`` settings are resolved for the machine by :meth:`resolve`."""
 
+    device: str = option("auto", "auto, cpu, cuda or cuda:N (default: auto)", group="runtime")
+    amp: str = option("auto", "mixed precision (auto: bf16 on CUDA, off on CPU)",
+                      choices=("auto", "bf16", "fp16", "off"), group="runtime")
+    channels_last: str = option("auto", "channels_last memory format (auto: on for CUDA)",
+                                choices=("auto", "on", "off"), group="runtime")
+    compile: bool = option(False, "wrap the model in torch.compile", group="runtime")
 
-def runtime_from_args(args: argparse.Namespace, rank: int = 0, world_size: int = 1,
-                      local_rank: int = 0) -> Runtime:
-    """Resolve the ``auto`` settings of :func:`add_runtime_args` for this machine."""
-    if args.device == "auto":
-        device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            device = torch.device(args.device)
-        except RuntimeError as err:
-            raise UserError(f"unknown device {args.device!r}") from err
-        if device.type == "cuda":
-            if not torch.cuda.is_available():
-                raise UserError("--device cuda asked for, but no CUDA device is available")
-            if device.index is None:
-                device = torch.device(f"cuda:{local_rank}")
-    cuda = device.type == "cuda"
-    amp = ("bf16" if cuda else "off") if args.amp == "auto" else args.amp
-    channels_last = cuda if args.channels_last == "auto" else args.channels_last == "on"
-    if cuda:
-        torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    return Runtime(device=device, amp=amp, channels_last=channels_last, compile=args.compile,
-                   rank=rank, world_size=world_size, local_rank=local_rank)
+    def resolve(self, rank: int = 0, world_size: int = 1, local_rank: int = 0) -> Runtime:
+        """The :class:`Runtime` of these options on this machine (and this process of ``world_size``)."""
+        if self.device == "auto":
+            device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+        else:
+            try:
+                device = torch.device(self.device)
+            except RuntimeError as err:
+                raise UserError(f"unknown device {self.device!r}") from err
+            if device.type == "cuda":
+                if not torch.cuda.is_available():
+                    raise UserError("--device cuda asked for, but no CUDA device is available")
+                if device.index is None:
+                    device = torch.device(f"cuda:{local_rank}")
+        cuda = device.type == "cuda"
+        amp = ("bf16" if cuda else "off") if self.amp == "auto" else self.amp
+        channels_last = cuda if self.channels_last == "auto" else self.channels_last == "on"
+        if cuda:
+            torch.cuda.set_device(device)
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        return Runtime(device=device, amp=amp, channels_last=channels_last, compile=self.compile,
+                       rank=rank, world_size=world_size, local_rank=local_rank)
 
 
 def cpu_threads() -> int:

@@ -1,4 +1,4 @@
-"""Test-only launcher for tests/test_distributed.py: experiments/pretrain_motion.py with probes.
+"""Test-only launcher for tests/train/test_distributed.py: experiments/pretrain_motion.py with probes.
 
     [torchrun --nproc-per-node N] python tests/ddp_probe.py ROOT MODE[,MODE...] [pretrain_motion.py options]
 
@@ -30,7 +30,8 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import hidden2stream.pipeline.pretrain as stage
 import hidden2stream.train.loop as loop
-from hidden2stream.cli import run_cli
+from hidden2stream_experiments.cli import run_cli
+from hidden2stream_experiments.parsing import parse_options
 
 MODES = ("ok", "sum", "drop", "duplicate", "order")
 SHIPPED = {"DistributedDataParallel": loop.DistributedDataParallel,
@@ -105,7 +106,7 @@ def main() -> None:
             _patch(mode)
             probe.clear()
             out = Path(root) / mode
-            run_cli(lambda args: stage.run(stage.parse_args(args)), [*argv, "--out", str(out)])
+            run_cli(lambda args: stage.run(parse_options(stage.PretrainOptions, args, None)), [*argv, "--out", str(out)])
             if int(os.environ.get("RANK", "0")) == 0:
                 torch.save(probe, out / "probe.pt")
     finally:

@@ -5,6 +5,7 @@ import contextlib
 import importlib.util
 import io
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from torchvision.io import write_png
 
-from hidden2stream.cli import run_cli
+from hidden2stream_experiments.cli import run_cli
 from hidden2stream.flow.warp import pixel_grid
 
 REPO = Path(__file__).resolve().parent.parent
@@ -171,3 +172,26 @@ def make_kitti(root, stem: str, frame1, frame2, u: float, v: float) -> None:
     valid[-1, -1] = 0
     write_kitti_flow_png(root / "flow_occ" / f"{stem}_10.png", np.full((height, width), u),
                          np.full((height, width), v), valid)
+
+
+def load(folder: str, name: str):
+    """A benchmark or experiment script as a module (:func:`load_script`)."""
+    return load_script(folder, name)
+
+
+def positive(value) -> bool:
+    """A finite number > 0 (a figure a benchmark reports)."""
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def one_clip(tmp_path: Path, clips_dir: Path) -> Path:
+    """A folder holding one real shared clip (a link)."""
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    (folder / "carphone_lowbitrate.mp4").symlink_to(clips_dir / "carphone_lowbitrate.mp4")
+    return folder
+
+
+def assert_machine(machine: dict) -> None:
+    """A benchmark's machine description names the CPU, its cores and threads."""
+    assert machine["cores"] >= 1 and machine["torch_threads"] >= 1 and machine["cpu"]

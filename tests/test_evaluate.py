@@ -7,9 +7,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from hidden2stream.data.synthetic_flow import SyntheticFlowConfig, SyntheticFlowDataset
-from hidden2stream.evaluate import (ActionReport, confusion_matrix, evaluate_actions, evaluate_classic_photometric,
-                                    evaluate_flow, evaluate_photometric)
-from hidden2stream.report import action_table, per_class_table, save_confusion_png
+from hidden2stream.evaluation.actions import ActionReport, confusion_matrix, evaluate_actions
+from hidden2stream.evaluation.flow import evaluate_classic_photometric, evaluate_flow, evaluate_photometric
+from hidden2stream.evaluation.report import action_table, per_class_table, save_confusion_png
 from hidden2stream.runtime import Runtime
 
 CPU = Runtime(device=torch.device("cpu"))

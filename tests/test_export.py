@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_benchmarks import load, one_clip, positive
+from helpers import load, one_clip, positive
 
-from hidden2stream.cli import run_cli
+from hidden2stream_experiments.cli import run_cli
 from hidden2stream.export import ExportableFlow, ExportableTwoStream
 from hidden2stream.models.motionnet import MotionNetConfig, build_motionnet
 from hidden2stream.models.motionnet import CorrLayers

@@ -9,7 +9,7 @@ import torch
 
 from hidden2stream.data.flow_pairs import FlowPair, FlowPairFolder, find_flow_pairs, iter_flow_pairs
 from hidden2stream.errors import UserError
-from hidden2stream.evaluate_flow import FlowMethod, score_pairs, synthetic_pairs, zero_method
+from hidden2stream.evaluation.flow import FlowMethod, score_pairs, synthetic_pairs, zero_method
 from hidden2stream.flow.io import read_flo, read_flow_with_valid, read_kitti_flow
 from hidden2stream.flow.predict import pair_flow, window_flows
 from hidden2stream.models.motionnet import motionnet_tiny

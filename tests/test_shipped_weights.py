@@ -9,7 +9,7 @@ import torch
 from helpers import run_script
 from hidden2stream.data.flow_pairs import iter_flow_pairs
 from hidden2stream.errors import UserError
-from hidden2stream.evaluate_flow import pair_scores
+from hidden2stream.evaluation.flow import pair_scores
 from hidden2stream.flow.io import read_flo
 from hidden2stream.flow.predict import pair_flow
 from hidden2stream.models.motionnet import CorrMotionNet, motionnet_corr

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from hidden2stream.errors import UserError
-from hidden2stream.flow.runner import to_native, working_size
+from hidden2stream.pipeline.flow import to_native, working_size
 from hidden2stream.flow.visualize import colour_wheel, flow_to_rgb, frame_and_flow
 from hidden2stream.images import read_rgb
 from hidden2stream.video_writer import VideoWriter, caption, display_size, video_codec

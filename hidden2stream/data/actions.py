@@ -10,19 +10,16 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import Dataset
 
 from hidden2stream.data.clips import centre_crop, random_crop
+from hidden2stream.data.flow_cache import FlowCache
 from hidden2stream.data.frame_cache import read_window
 from hidden2stream.data.probe import probe_videos, report_dropped
 from hidden2stream.data.sampling import evenly_spaced_starts, item_generator, segment_starts, valid_starts
 from hidden2stream.errors import UserError, VideoError
-
-if TYPE_CHECKING:
-    from hidden2stream.flow.cache import FlowCache
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +202,7 @@ class ActionVideoDataset(Dataset):
     ``test_crops="centre"`` (1) or ``"multi"`` (centre + 4 corners, 5), times 2 when
     ``test_flip`` (the flipped views follow the others). A model averages over V and K.
 
-    With a ``flow_cache`` (:class:`~hidden2stream.flow.cache.FlowCache`, the two-stage model's
+    With a ``flow_cache`` (:class:`~hidden2stream.data.flow_cache.FlowCache`, the two-stage model's
     classical flow) items also hold ``"flows"``: train ``(K, T, 2, H, W)``, test ``(V, K, T, 2, H,
     W)``, forward flows between consecutive frames of each window, computed at the resized
     resolution and cut with the same crop and views as the frames (a flipped view negates u). The

@@ -29,7 +29,7 @@ from hidden2stream.data.frame_cache import read_window
 from hidden2stream.data.probe import probe_videos, report_dropped
 from hidden2stream.data.sampling import evenly_spaced_starts, item_generator
 from hidden2stream.errors import UserError, VideoError
-from hidden2stream.flow.cache import FlowCache
+from hidden2stream.data.flow_cache import FlowCache
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class PlaybackDataset(Dataset):
     played backwards, frames ``c + m*s, ..., c - (T-m)*s``: frame m of every window is the centre c.
     Videos are probed when the dataset is built; unreadable ones and those too short for a window
     at stride 4 are dropped with one log line each (:attr:`dropped`); UserError when none is left.
-    With ``flow_cache`` (a :class:`~hidden2stream.flow.cache.FlowCache`) items also hold the
+    With ``flow_cache`` (a :class:`~hidden2stream.data.flow_cache.FlowCache`) items also hold the
     window's classical flows ``"flows"`` ``(K, T, 2, H, W)`` (test: ``(1, K, T, 2, H, W)``), cropped
     like the frames.
     """

@@ -11,19 +11,16 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from hidden2stream.data.actions import RESIZE_FACTOR, TEST_CROPS, eval_flow_views, eval_views
+from hidden2stream.data.flow_cache import FlowCache
 from hidden2stream.data.layers import (Layer, SeededDataset, affine, covering_layer, pixel_grid, render_frames,
                                       superellipse_mask)
 from hidden2stream.data.sampling import evenly_spaced_starts
 from hidden2stream.data.textures import procedural_texture
-
-if TYPE_CHECKING:
-    from hidden2stream.flow.cache import FlowCache
 
 APPEARANCES: tuple[tuple[str, tuple[float, float, float]], ...] = (
     ("red-stripes", (0.9, 0.12, 0.1)),
@@ -114,7 +111,7 @@ class SyntheticActionDataset(SeededDataset):
     the centre and four corner crops. Flipping mirrors the motion: "right" becomes "left", and
     clockwise rotation counter-clockwise, so flipped views show another class's motion.
 
-    With a ``flow_cache`` (:class:`~hidden2stream.flow.cache.FlowCache`, the two-stage model's
+    With a ``flow_cache`` (:class:`~hidden2stream.data.flow_cache.FlowCache`, the two-stage model's
     classical flow) items also hold ``"flows"`` ``(K, T, 2, H, W)`` (views: ``(V, K, T, 2, H, W)``):
     the forward flows between consecutive frames of each rendered window, computed once per item
     (keyed by the rendered config, seed, test windows and index: an item is the same every time),

@@ -55,7 +55,9 @@ class HiddenTwoStream(nn.Module):
     * ``"fused"``: ``(B, classes)`` fused logits (only when both streams run);
     * ``"pyramid"``: MotionNet's coarse-to-fine flows for the ``B*K`` windows, each
       ``(B*K, T, 2, h_i, w_i)``, for the unsupervised motion loss (only when the temporal
-      stream runs, and not for a two-stage model).
+      stream runs, and not for a two-stage model);
+    * ``"backward_pyramid"``: the backward flows of the same windows (frame t+1 -> t), when
+      ``forward(..., backward=True)`` asks for them (occlusion masking in the motion loss).
 
     A two-stage model (``hidden`` a :class:`GivenFlowStream`: no MotionNet) takes the windows'
     flows ``flows (B, K, T, 2, H, W)`` (forward, frame t -> t+1, in pixels) for its temporal stream.
@@ -141,8 +143,10 @@ class HiddenTwoStream(nn.Module):
                 raise ValueError(f"expected flows {expected} for frames {tuple(frames.shape)}, got {tuple(flows.shape)}")
 
     def forward(self, frames: torch.Tensor, streams: Sequence[str] = STREAMS,
-                flows: torch.Tensor | None = None) -> dict[str, Any]:
-        """See the class docstring; ``flows`` only for a two-stage model (ignored otherwise)."""
+                flows: torch.Tensor | None = None, backward: bool = False) -> dict[str, Any]:
+        """See the class docstring; ``flows`` only for a two-stage model (ignored otherwise). ``backward``
+        (training with occlusion masking): with the temporal stream, ``out["backward_pyramid"]`` holds
+        MotionNet's backward flows of the windows (``MotionNetBase.backward_pyramid``) beside ``pyramid``."""
         self._check(frames, streams, flows)
         b, k = frames.shape[:2]
         windows = frames.flatten(0, 1)  # (B*K, T+1, 3, H, W)
@@ -160,6 +164,8 @@ class HiddenTwoStream(nn.Module):
                 temporal_map = self.hidden.forward_features(flows.flatten(0, 1).to(windows.dtype))
             else:
                 temporal_map, out["pyramid"] = self.hidden.forward_features(windows)
+                if backward:
+                    out["backward_pyramid"] = self.motionnet.backward_pyramid(windows)
             out["temporal"] = self._consensus(self.hidden.classify(temporal_map), b, k)
         if spatial_map is not None and temporal_map is not None:
             if self.conv_fusion is None:

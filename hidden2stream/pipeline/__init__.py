@@ -1,4 +1,4 @@
-"""The training jobs as package code, shared by the scripts and the whole pipeline.
+"""The jobs as package code: each takes one frozen options dataclass and returns its results.
 
 * :mod:`~hidden2stream.pipeline.pretrain`: unsupervised (or supervised warm-start) MotionNet
   pretraining, behind ``experiments/pretrain_motion.py``;
@@ -7,16 +7,7 @@
 * :mod:`~hidden2stream.pipeline.job`: the whole pipeline of ``experiments/main.py`` (optional
   pretraining, joint training, the starting MotionNet scored on real flow, the report).
 
-The scripts only parse their command line and call these; the pipeline sets the same options in
-code (:func:`stage_options`), so a stage gets the same defaults either way.
+The scripts in ``experiments/`` only parse their command line into the options (the fields say how:
+:func:`hidden2stream.options.option`) and call ``run``; code builds the same options directly, with
+the same defaults.
 """
-from __future__ import annotations
-
-import argparse
-
-
-def stage_options(parser: argparse.ArgumentParser, **values: object) -> argparse.Namespace:
-    """The options a stage gets from ``parser`` with ``values`` set as if typed on its command line
-    (values as the parser's types make them: ``size=(64, 64)``, ``out=Path(...)``)."""
-    parser.set_defaults(**values)
-    return parser.parse_args([])

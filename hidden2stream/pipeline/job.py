@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from hidden2stream.data.flow_pairs import iter_flow_pairs
-from hidden2stream.evaluate_flow import classic_method, motionnet_method, score_pairs, zero_method
+from hidden2stream.evaluation.flow import classic_method, motionnet_method, score_pairs, zero_method
 from hidden2stream.paths import shared_data
-from hidden2stream.pipeline import pretrain, stage_options, two_stream
+from hidden2stream.options import Options, option
+from hidden2stream.pipeline import pretrain, two_stream
 from hidden2stream.pretrained import load_flow_model
 from hidden2stream.weights import motion_source
 from hidden2stream.progress import stage
-from hidden2stream.report import markdown_table
+from hidden2stream.evaluation.report import markdown_table
 
 FRAMES, SIZE = 6, (64, 64)  # both stages: T+1 and the crop
 
@@ -64,26 +66,38 @@ def skipped_real_flow() -> str:
             "(set H2S_SHARED to the shared data folder to get it)")
 
 
-def run_pipeline(out: Path, quick: bool, resume: bool, pretrain_motion: bool, device: str) -> dict:
-    """Run the stages into ``out`` (``motion/``, ``two_stream/``, ``summary.json``), print the
+@dataclass(frozen=True)
+class MainOptions(Options):
+    """The options of ``experiments/main.py``."""
+
+    out: Path = option(Path("runs/main"), parse=Path)
+    quick: bool = option(False, "tiny budgets: checks the pipeline, not accuracy")
+    resume: bool = option(False, "continue each stage from its checkpoint")
+    pretrain_motion: bool = option(False, "pretrain a tiny MotionNet without labels first, instead of the shipped "
+                                   "weights")
+    device: str = option("auto")
+
+
+def run_pipeline(options: MainOptions) -> dict:
+    """Run the stages into ``options.out`` (``motion/``, ``two_stream/``, ``summary.json``), print the
     report and return the summary (``motion``: pretraining report, ``two_stream``: test accuracy,
     ``real_flow``: the starting MotionNet's real-flow scores when the shared data is there).
     Each stage is named on stderr as it starts (:func:`~hidden2stream.progress.stage`, silent after
     ``set_quiet(True)``)."""
-    common = dict(frames=FRAMES, size=SIZE, device=device, resume=resume)
+    out, quick, resume = options.out, options.quick, options.resume
+    common = dict(frames=FRAMES, size=SIZE, device=options.device, resume=resume)
     summary: dict = {}
-    if pretrain_motion:
+    if options.pretrain_motion:
         stage(f"MotionNet pretraining without labels -> {out / 'motion'}")
-        summary["motion"] = pretrain.run(stage_options(pretrain.recipe_parser("cpu"), out=out / "motion",
-                                                       steps=60 if quick else 1500, eval_items=8 if quick else 32,
-                                                       **common))
+        summary["motion"] = pretrain.run(pretrain.PretrainOptions.from_recipe(
+            "cpu", out=out / "motion", steps=60 if quick else 1500, eval_items=8 if quick else 32, **common))
         motion = dict(motion="tiny", motion_checkpoint=str(out / "motion" / "checkpoint.pt"))
     else:
         motion = dict(motion="corr", motion_checkpoint="default")
     data = dict(train_items=400, test_items=48) if quick else {}
     stage(f"hidden two-stream training end to end, then its test evaluation -> {out / 'two_stream'}")
-    joint = two_stream.run(stage_options(two_stream.build_parser(), out=out / "two_stream",
-                                         steps=20 if quick else 300, **motion, **data, **common))
+    joint = two_stream.run(two_stream.TwoStreamOptions(out=out / "two_stream", steps=20 if quick else 300,
+                                                       **motion, **data, **common))
     summary["two_stream"] = joint.summary
     if shared_data("flow_gt").is_dir():
         stage("real ground-truth flow: the starting MotionNet beside TV-L1 and zero flow")

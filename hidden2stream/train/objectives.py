@@ -15,7 +15,6 @@ from torch import nn
 
 from hidden2stream.data.actions import mirror_flow
 from hidden2stream.losses.motion import MotionLossConfig, multiscale_motion_loss
-from hidden2stream.checkpoint import unwrap
 from hidden2stream.losses.supervised import multiscale_epe_loss, resize_flow
 
 
@@ -38,22 +37,6 @@ def random_mirror(frames: torch.Tensor, flows: torch.Tensor | None) -> tuple[tor
     return pick(frames.flip(-1), frames), None if flows is None else pick(mirror_flow(flows), flows)
 
 
-def motion_loss(model_output: Sequence[torch.Tensor], frames: torch.Tensor,
-                config: MotionLossConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The unsupervised loss of a pyramid computed on ``cat([frames, frames.flip(1)])`` or ``frames``.
-
-    When the batch holds the time-reversed windows too (occlusion masking), the second half of
-    each level is the backward flow: reversed flow j goes from frame T-j to T-1-j, so flipping
-    the time axis puts the flow from frame t+1 to frame t at index t.
-    """
-    if config.occlusion:
-        half = frames.shape[0]
-        forward = [level[:half] for level in model_output]
-        backward = [level[half:].flip(1) for level in model_output]
-        return multiscale_motion_loss(frames, forward, config, backward_pyramid=backward)
-    return multiscale_motion_loss(frames, list(model_output), config)
-
-
 class MotionObjective:
     """MotionNet pretraining: ``batch["frames"] (B, T+1, 3, H, W)`` -> multi-scale motion loss."""
 
@@ -62,9 +45,11 @@ class MotionObjective:
 
     def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]):
         frames = _augmented(batch["frames"], self.augment)
-        inputs = torch.cat([frames, frames.flip(1)]) if self.config.occlusion else frames
-        pyramid = model(inputs, all_scales=True)
-        loss, terms = motion_loss(pyramid, frames, self.config)
+        if self.config.occlusion:  # the backward flows too, from the same batch
+            pyramid, backward = model(frames, all_scales=True, backward=True)
+        else:
+            pyramid, backward = model(frames, all_scales=True), None
+        loss, terms = multiscale_motion_loss(frames, pyramid, self.config, backward_pyramid=backward)
         return loss, {name: value.detach() for name, value in terms.items()}
 
 
@@ -75,8 +60,8 @@ class ActionObjective:
     asked for (``"spatial"``, ``"temporal"``) and ``"fused"`` when both are trained. The motion term
     is skipped when MotionNet is frozen or the temporal stream is not trained (and there is none
     for a two-stage model, which gets the batch's precomputed ``flows``). With occlusion
-    masking (``motion.occlusion``) MotionNet also runs on the time-reversed windows for the
-    backward flows, as in pretraining, so the mask is really applied. ``mirror``: a left-right
+    masking (``motion.occlusion``) the model also returns the backward flows (``backward_pyramid``:
+    MotionNet on the time-reversed windows, as in pretraining), so the mask is really applied. ``mirror``: a left-right
     flip of each clip with probability 1/2 (:func:`random_mirror`), applied here to the frames and
     to the given flows together, where an ``augment`` flip could not follow precomputed flows.
     """
@@ -91,7 +76,8 @@ class ActionObjective:
         if self.mirror:
             frames, flows = random_mirror(frames, flows)
         labels = batch["label"]
-        out = model(frames, streams=self.streams, **({} if flows is None else {"flows": flows}))
+        backward = self.motion is not None and self.motion.occlusion
+        out = model(frames, streams=self.streams, backward=backward, **({} if flows is None else {"flows": flows}))
         loss = frames.new_zeros(())
         metrics: dict[str, torch.Tensor] = {}
         for head in ("spatial", "temporal", "fused"):
@@ -105,24 +91,10 @@ class ActionObjective:
         if self.motion is not None and pyramid is not None and pyramid[-1].requires_grad:
             windows = frames.reshape(-1, *frames.shape[-4:])
             motion, _ = multiscale_motion_loss(windows, pyramid, self.motion,
-                                               backward_pyramid=self._backward(model, windows))
+                                               backward_pyramid=out.get("backward_pyramid"))
             loss = loss + self.motion_weight * motion
             metrics["motion"] = motion.detach()
         return loss, metrics
-
-    def _backward(self, model: nn.Module, windows: torch.Tensor) -> list[torch.Tensor] | None:
-        """The backward flows that occlusion masking needs (None without it), as in pretraining.
-
-        MotionNet runs again on the time-reversed windows (the model's forward gives forward flows
-        only); reversed flow j goes from frame T-j to T-1-j, so flipping the time axis puts the
-        flow from frame t+1 to frame t at index t. The call goes to the module inside the DDP /
-        ``torch.compile`` wrappers: its parameters are the ones DDP averages, and their gradients
-        from both passes are summed before DDP's hooks fire.
-        """
-        if not self.motion.occlusion:
-            return None
-        reversed_pyramid = unwrap(model).motionnet(windows.flip(1), all_scales=True)
-        return [level.flip(1) for level in reversed_pyramid]
 
 
 def random_rescale(frames: torch.Tensor, flow: torch.Tensor,

@@ -120,19 +120,40 @@ class MotionNetBase(nn.Module):
         flows = self.decode_padded(self.encode(frames))
         return flows.cropped(*frames.shape[-2:]), self.final_flow(frames, flows)
 
+    def pyramid(self, frames: torch.Tensor) -> list[torch.Tensor]:
+        """The forward flows of ``frames (B, T+1, 3, H, W)`` at five scales (``forward(frames, all_scales=True)``)."""
+        return self.decode_padded(self.encode(frames)).cropped(*frames.shape[-2:])
+
+    def backward_pyramid(self, frames: torch.Tensor) -> list[torch.Tensor]:
+        """The *backward* flows of ``frames`` (index t: frame t+1 -> frame t) at five scales, what occlusion
+        masking compares the forward flows with: the pyramid of the time-reversed window, put back in order."""
+        return reversed_in_time(self.pyramid(frames.flip(1)))
+
     def forward(
-        self, frames: torch.Tensor, all_scales: bool | None = None
-    ) -> list[torch.Tensor] | torch.Tensor:
+        self, frames: torch.Tensor, all_scales: bool | None = None, backward: bool = False
+    ) -> list[torch.Tensor] | torch.Tensor | tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Frames ``(B, T+1, 3, H, W)`` in [0, 1] -> forward flows (frame t -> t+1).
 
         ``all_scales`` (default: ``self.training``): True gives five flows, coarse to fine, the
         i-th ``(B, T, 2, ceil(H / 2^(5-i)), ceil(W / 2^(5-i)))`` in pixels of its level; False gives
-        the full-resolution flow ``(B, T, 2, H, W)`` in pixels (:meth:`final_flow`).
+        the full-resolution flow ``(B, T, 2, H, W)`` in pixels (:meth:`final_flow`). ``backward``
+        (training with occlusion masking): (forward pyramid, :meth:`backward_pyramid`), both from one
+        batched pass over the window and its time reversal.
         """
+        if backward:
+            both = self.pyramid(torch.cat([frames, frames.flip(1)]))
+            count = frames.shape[0]
+            return [level[:count] for level in both], reversed_in_time([level[count:] for level in both])
         if all_scales is None:
             all_scales = self.training
         flows = self.decode_padded(self.encode(frames))
         return flows.cropped(*frames.shape[-2:]) if all_scales else self.final_flow(frames, flows)
+
+
+def reversed_in_time(pyramid: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Flows of a time-reversed window put back in the window's order: reversed flow j goes from frame
+    T-j to frame T-1-j, so flipping the time axis puts the flow from frame t+1 to frame t at index t."""
+    return [level.flip(1) for level in pyramid]
 
 
 def conv_lrelu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:

@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.io import write_png
 
-from hidden2stream.cli import OneLineParser
-from hidden2stream.data.action_sets import action_datasets, add_action_data_args
+from hidden2stream.data.action_sets import TrainDataOptions, action_datasets
 from hidden2stream.data.layers import Layer, affine, exact_flow, render, superellipse_mask
 from hidden2stream.data.synthetic_actions import APPEARANCES, SyntheticActionConfig, SyntheticActionDataset
 from hidden2stream.data.synthetic_flow import SyntheticFlowConfig, SyntheticFlowDataset
@@ -263,11 +262,8 @@ def test_action_config_rejects_paths_that_do_not_fit() -> None:
 
 def test_synthetic_action_options_that_cannot_work_are_one_line_user_errors() -> None:
     """The library refuses with ValueError; the options layer names the options in one UserError line."""
-    parser = OneLineParser()
-    add_action_data_args(parser)
-    parser.add_argument("--seed", type=int, default=0)
     with pytest.raises(UserError, match=r"--motions: motions must be in 1\.\.8, got 9") as err:
-        action_datasets(parser.parse_args(["--motions", "9"]))
+        action_datasets(TrainDataOptions(motions=9), seed=0)
     assert "\n" not in str(err.value)
 
 

@@ -16,12 +16,13 @@ from hidden2stream.data.frame_cache import extract_frames, read_cached_frames
 from hidden2stream.data.sampling import evenly_spaced_starts
 from hidden2stream.data.synthetic_actions import SyntheticActionConfig, SyntheticActionDataset
 from hidden2stream.errors import UserError, VideoError
-from hidden2stream.flow import cache as cache_module
-from hidden2stream.flow.cache import FlowCache
+from hidden2stream.data import flow_cache as cache_module
+from hidden2stream.data.flow_cache import FlowCache
 from hidden2stream.flow.classic import classic_flow
 from hidden2stream.models.two_stream import HiddenTwoStreamConfig, build_two_stream
 from hidden2stream.pipeline import two_stream
 from hidden2stream.pretrained import load_two_stream
+from hidden2stream_experiments.parsing import parse_options
 from hidden2stream.train.objectives import random_mirror
 
 METHOD = "dis"
@@ -169,8 +170,7 @@ def test_two_stage_config_loads_old_checkpoints_and_needs_flows():
 
 def test_two_stage_training_evaluates_and_rebuilds(tmp_path, monkeypatch):
     out = tmp_path / "run"
-    args = two_stream.build_parser().parse_args(["--out", str(out), "--steps", "2", *TINY])
-    result = two_stream.run(args)
+    result = two_stream.run(parse_options(two_stream.TwoStreamOptions, ["--out", str(out), "--steps", "2", *TINY], None))
     summary = result.summary
     assert f"{METHOD} flow cache {tmp_path / 'flow_cache'}: " in result.text
     assert set(summary["video_top1"]) >= {"spatial", "temporal", "fused", "late"}
@@ -189,7 +189,7 @@ def test_two_stage_training_evaluates_and_rebuilds(tmp_path, monkeypatch):
 
 
 def test_motionnet_options_are_refused_without_motionnet():
-    args = two_stream.build_parser().parse_args([*TINY, "--freeze-motion"])
+    args = parse_options(two_stream.TwoStreamOptions, [*TINY, "--freeze-motion"], None)
     config = two_stream.model_config(args, ["a", "b"])
     with pytest.raises(UserError, match="--motion dis trains on precomputed flow"):
         two_stream.build_model(args, config)

@@ -16,8 +16,8 @@ from hidden2stream.data import probe as probe_module
 from hidden2stream.data.actions import (ActionVideoDataset, VideoSample, parse_class_folders,
                                         parse_hmdb51, parse_ucf101)
 from hidden2stream.errors import UserError, VideoError
-from hidden2stream.evaluate import evaluate_actions
-from hidden2stream.report import video_counts
+from hidden2stream.evaluation.actions import evaluate_actions
+from hidden2stream.evaluation.report import video_counts
 from hidden2stream.runtime import Runtime
 
 SMALL = ["carphone_lowbitrate.mp4", "carphone.mp4", "tree.avi"]
@@ -230,7 +230,7 @@ def test_a_test_video_failing_to_decode_is_skipped_not_replaced(tmp_path, caplog
     with pytest.raises(VideoError, match="2.mp4 holds fewer frames"):
         test_set[1]
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="hidden2stream.evaluate"):
+    with caplog.at_level(logging.WARNING, logger="hidden2stream.evaluation.actions"):
         report = evaluate_actions(BrightnessOracle(), test_set, CPU, num_classes=2, batch_size=3)
     assert report.videos == 2 and report.labels.tolist() == [0, 1] and report.video_top1["fused"] == 1.0
     assert len(report.skipped) == 8 and report.skipped[-1] == f"{root / 'a_dark/2.mp4'} holds fewer frames than asked"

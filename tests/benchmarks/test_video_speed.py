@@ -14,9 +14,9 @@ import cv2
 import pytest
 import torch
 
-from test_benchmarks import assert_machine, load, positive
+from helpers import assert_machine, load, positive
 
-from hidden2stream.cli import run_cli
+from hidden2stream_experiments.cli import run_cli
 
 TINY = ["--frames", "6", "--segments", "2", "--motion", "tiny", "--repeats", "1", "--warmup", "1",
         "--workers", "1", "--device", "cpu"]

@@ -1,11 +1,18 @@
-"""Score flow methods side by side on the same frame pairs: EPE and Fl-all against ground truth.
+"""Flow scoring, in one place: every flow the project reports is scored here.
 
-A :class:`FlowMethod` turns a pair ``(frame1, frame2)`` (``(3, H, W)`` in [0, 1]) into a forward flow
-``(2, H, W)`` in pixels: MotionNet checkpoints of any window length (through
-:func:`hidden2stream.flow.predict.pair_flow`), the OpenCV methods and zero flow.
-:func:`score_pairs` runs every method on every pair and returns the per-pair EPE / Fl-all and their
-means over pairs; :func:`score_sequences` gives the photometric error on frame sequences without
-ground truth. Pictures are drawn elsewhere (the ``on_pair`` hook hands out the flows).
+* On datasets with exact flow or real clips (MotionNet's pretraining and evaluation):
+  :func:`evaluate_flow` / :func:`evaluate_classic_flow` (EPE, Fl-all beside zero flow) and
+  :func:`evaluate_photometric` / :func:`evaluate_classic_photometric` (photometric L1 and SSIM of the
+  warped frames where there is no ground truth).
+* Methods side by side on the same frame pairs: a :class:`FlowMethod` turns a pair ``(frame1, frame2)``
+  (``(3, H, W)`` in [0, 1]) into a forward flow ``(2, H, W)`` in pixels: MotionNet checkpoints of any
+  window length (through :func:`hidden2stream.flow.predict.pair_flow`), the OpenCV methods and zero
+  flow. :func:`score_pairs` runs every method on every pair and returns the per-pair EPE / Fl-all and
+  their means; :func:`score_sequences` gives the photometric error on frame sequences without ground
+  truth. Pictures are drawn elsewhere (the ``on_pair`` hook hands out the flows).
+
+All return numbers (plain dicts of floats), so scripts save them as JSON; tables and pictures of them
+live in :mod:`hidden2stream.evaluation.report`.
 """
 from __future__ import annotations
 
@@ -17,20 +24,142 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from hidden2stream.data.flow_pairs import FlowPair
 from hidden2stream.data.synthetic_flow import SyntheticFlowConfig
 from hidden2stream.flow.classic import CLASSIC_METHODS, classic_flow, classic_flow_sequence
 from hidden2stream.flow.metrics import endpoint_error, fl_all, photometric_l1, warped_ssim
 from hidden2stream.flow.predict import pair_flow, window_flows
+from hidden2stream.pretrained import load_motionnet
 from hidden2stream.progress import progress
-from hidden2stream.runtime import Runtime
+from hidden2stream.runtime import Runtime, evaluation
 
 BENCHMARK_SIDE, BENCHMARK_MOTION, BENCHMARK_SEED = 224, 30.0, 20_000
 CLASSIC_ORDER = ("tvl1", "dis", "farneback")  # table order of the OpenCV baselines
 CLASSIC_LABELS = {"tvl1": "OpenCV TV-L1", "dis": "OpenCV DIS", "farneback": "OpenCV Farneback"}
 ZERO_LABEL = "zero flow"
+
+
+class _FlowTotals:
+    """Valid-pixel-weighted running means of EPE and Fl-all."""
+
+    def __init__(self) -> None:
+        self.epe = self.fl = self.pixels = 0.0
+
+    def add(self, pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> None:
+        pixels = float(valid.sum())
+        self.epe += float(endpoint_error(pred, gt, valid)) * pixels
+        self.fl += float(fl_all(pred, gt, valid)) * pixels
+        self.pixels += pixels
+
+    def result(self, prefix: str = "") -> dict[str, float]:
+        n = max(self.pixels, 1.0)
+        return {f"{prefix}epe": self.epe / n, f"{prefix}fl_all": self.fl / n}
+
+
+def _motion_flows(model: nn.Module, dataset: Dataset, runtime: Runtime,
+                  batch_size: int) -> Iterator[tuple[dict, torch.Tensor, torch.Tensor]]:
+    """Batches of ``dataset`` with their frames on the device and MotionNet's full-resolution
+    float32 flow ``(B, T, 2, H, W)``, the model in eval mode under the runtime's autocast."""
+    with evaluation(model):
+        for batch in DataLoader(dataset, batch_size=batch_size):
+            frames = batch["frames"].to(runtime.device)
+            with runtime.autocast():
+                flow = model(frames, all_scales=False)
+            yield batch, frames, flow.float()
+
+
+def evaluate_flow(model: nn.Module, dataset: Dataset, runtime: Runtime,
+                  batch_size: int = 8) -> dict[str, float]:
+    """EPE and Fl-all of MotionNet's full-resolution flow, beside the zero-flow baseline.
+
+    ``dataset`` yields ``{"frames" (T+1,3,H,W), "flow" (T,2,H,W), "valid" (T,1,H,W)}``.
+    """
+    ours, zero = _FlowTotals(), _FlowTotals()
+    pairs = 0
+    for batch, _, pred in _motion_flows(model, dataset, runtime, batch_size):
+        gt, valid = batch["flow"].flatten(0, 1), batch["valid"].flatten(0, 1)
+        pred = pred.cpu().flatten(0, 1)
+        ours.add(pred, gt, valid)
+        zero.add(torch.zeros_like(gt), gt, valid)
+        pairs += gt.shape[0]
+    return {**ours.result(), **zero.result("zero_"), "pairs": float(pairs)}
+
+
+def evaluate_classic_flow(method: str, dataset: Dataset, limit: int | None = None) -> dict[str, float]:
+    """EPE and Fl-all of an OpenCV method (``tvl1``, ``farneback``, ``dis``) on the same pairs."""
+    totals = _FlowTotals()
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    for i in progress(range(count), f"{method} flow", unit="pair"):
+        item = dataset[i]
+        pred = classic_flow_sequence(method, item["frames"])
+        totals.add(pred, item["flow"], item["valid"])
+    return totals.result()
+
+
+class _PhotometricTotals:
+    """Pair-weighted means of photometric L1 and SSIM per flow source, overall and per video."""
+
+    def __init__(self, video_names: Sequence[str] | None) -> None:
+        self.video_names = video_names
+        self.sums: dict[str, float] = {}
+        self.videos: dict[str, dict[str, float]] = {}
+
+    @staticmethod
+    def _add(sums: dict[str, float], frames: torch.Tensor, flow: torch.Tensor, prefix: str) -> None:
+        first, second = frames[:, :-1].flatten(0, 1).float(), frames[:, 1:].flatten(0, 1).float()
+        flow = flow.flatten(0, 1)
+        n = first.shape[0]
+        for name, metric in (("photometric_l1", photometric_l1), ("ssim", warped_ssim)):
+            sums[prefix + name] = sums.get(prefix + name, 0.0) + float(metric(first, second, flow)) * n
+        if not prefix:
+            sums["pairs"] = sums.get("pairs", 0.0) + n
+
+    def add(self, batch: dict, frames: torch.Tensor, flow: torch.Tensor, prefix: str = "") -> None:
+        """``frames (N, T+1, 3, H, W)`` under ``flow (N, T, 2, H, W)``; ``prefix`` names the source."""
+        self._add(self.sums, frames, flow, prefix)
+        if self.video_names is not None and "video" in batch:
+            for j, video in enumerate(batch["video"].tolist()):
+                group = self.videos.setdefault(self.video_names[video], {})
+                self._add(group, frames[j:j + 1], flow[j:j + 1], prefix)
+
+    def result(self) -> dict:
+        def means(sums: dict[str, float]) -> dict[str, float]:
+            pairs = max(sums.get("pairs", 0.0), 1.0)
+            return {k: v if k == "pairs" else v / pairs for k, v in sums.items()}
+
+        out: dict = means(self.sums)
+        if self.videos:
+            out["videos"] = {name: means(sums) for name, sums in sorted(self.videos.items())}
+        return out
+
+
+def evaluate_photometric(model: nn.Module, dataset: Dataset, runtime: Runtime,
+                         batch_size: int = 8) -> dict:
+    """Photometric L1 and SSIM of frame t+1 warped by the predicted flow onto frame t, vs zero flow.
+
+    For real clips with no ground truth: lower L1 / higher SSIM than zero flow means the flow
+    explains the motion. When items carry ``"video"`` (an index into ``dataset.video_names``) the
+    result also holds the same figures per video under ``"videos"``.
+    """
+    totals = _PhotometricTotals(getattr(dataset, "video_names", None))
+    for batch, frames, flow in _motion_flows(model, dataset, runtime, batch_size):
+        totals.add(batch, frames, flow)
+        totals.add(batch, frames, torch.zeros_like(flow), "zero_")
+    return totals.result()
+
+
+def evaluate_classic_photometric(method: str, dataset: Dataset, limit: int | None = None) -> dict:
+    """Photometric L1 and SSIM of an OpenCV method's flow (``tvl1``, ...) on the same windows
+    (per video too, as :func:`evaluate_photometric`)."""
+    totals = _PhotometricTotals(getattr(dataset, "video_names", None))
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    for i in progress(range(count), f"{method} flow", unit="pair"):
+        item = dataset[i]
+        batch = {k: torch.as_tensor(v)[None] for k, v in item.items()}
+        totals.add(batch, batch["frames"], classic_flow_sequence(method, item["frames"])[None])
+    return totals.result()
 
 
 @dataclass
@@ -85,8 +214,6 @@ def flow_methods(checkpoints: Sequence[Path], runtime: Runtime, classic: Sequenc
     """The methods to compare: each MotionNet checkpoint (loaded with
     :func:`hidden2stream.pretrained.load_motionnet`, placed on ``runtime``), then ``classic``, then
     zero flow. Checkpoint rows are named ``MotionNet <folder> (T+1=N)``, made unique."""
-    from hidden2stream.pretrained import load_motionnet
-
     methods: list[FlowMethod] = []
     for path in checkpoints:
         model = runtime.prepare(load_motionnet(path))

@@ -12,20 +12,19 @@ import pytest
 import torch
 from torchvision.io import write_png
 
-from helpers import load_script, run_script
+from helpers import REPO, load_script, run_script
 from hidden2stream.data.synthetic_actions import SyntheticActionDataset
 from hidden2stream.errors import CheckpointError, UserError
 from hidden2stream.flow.io import read_flo
 from hidden2stream.flow.refine import LucasKanadeRefinement
 from hidden2stream.models.motionnet import MotionNetConfig, build_motionnet
-from hidden2stream.pipeline import stage_options
 from hidden2stream.pipeline import pretrain as pipeline_pretrain
-from hidden2stream.pipeline.pretrain import recipe_parser
-from hidden2stream.pipeline.two_stream import build_parser as two_stream_parser
+from hidden2stream.pipeline.pretrain import RECIPES, PretrainOptions
+from hidden2stream.pipeline.two_stream import TwoStreamOptions
+from hidden2stream_experiments.parsing import parse_options
 from hidden2stream.pretrained import load_motionnet, load_two_stream
 from hidden2stream.checkpoint import Checkpoint, save_atomic
 
-REPO = Path(__file__).resolve().parent.parent
 EXPERIMENTS = REPO / "experiments"
 MOTION = ["--frames", "3", "--size", "32", "--device", "cpu", "--workers", "0", "--eval-items", "2",
           "--train-items", "64", "--warmup", "2"]
@@ -63,26 +62,30 @@ def test_pretraining_writes_checkpoint_report_and_pictures(motion_run):
     assert Checkpoint.load(motion_run / "checkpoint.pt", kind="motionnet").step == 6
 
 
+def pretrain_options(argv: list[str]) -> PretrainOptions:
+    """``pretrain_motion.py``'s command line parsed as the script parses it."""
+    return parse_options(PretrainOptions, argv, None, presets=("recipe", RECIPES.__getitem__))
+
+
 def test_pretraining_recipes_set_defaults_that_options_override():
-    pretrain = script("pretrain_motion")
-    paper = pretrain.parse_args(["--recipe", "paper"])
+    paper = pretrain_options(["--recipe", "paper"])
     assert (paper.model, paper.frames, paper.size, paper.lr, paper.batch_size, paper.steps) == (
         "paper", 11, (224, 224), 3.2e-5, 16, 400_000)
-    best = pretrain.parse_args(["--recipe", "cpu-best", "--steps", "7"])
+    best = pretrain_options(["--recipe", "cpu-best", "--steps", "7"])
     assert (best.loss, best.steps, best.model) == ("paper", 7, "tiny")
-    assert pretrain.parse_args([]).loss == "improved"
-    refine = pretrain.parse_args(["--recipe", "corr-refine", "--init", __file__])
+    assert pretrain_options([]).loss == "improved"
+    refine = pretrain_options(["--recipe", "corr-refine", "--init", __file__])
     assert (refine.model, refine.refine_half, refine.static_background, refine.supervised, refine.steps) == (
         "corr", True, 0.5, True, 300)
     assert pipeline_pretrain.motion_config(refine).layers.refine_half
     assert pipeline_pretrain.motion_config(refine).refinement == LucasKanadeRefinement()
-    assert pipeline_pretrain.motion_config(pretrain.parse_args(["--model", "corr"])).refinement is None
+    assert pipeline_pretrain.motion_config(pretrain_options(["--model", "corr"])).refinement is None
     with pytest.raises(SystemExit):
-        pretrain.parse_args(["--recipe", "fastest"])
+        pretrain_options(["--recipe", "fastest"])
     with pytest.raises(SystemExit):
-        pretrain.parse_args(["--static-background", "1.5"])
+        pretrain_options(["--static-background", "1.5"])
     with pytest.raises(UserError, match="--refine-half is an option of --model corr"):
-        pipeline_pretrain.motion_config(pretrain.parse_args(["--refine-half"]))
+        pipeline_pretrain.motion_config(pretrain_options(["--refine-half"]))
 
 
 def test_pretraining_starts_from_init_weights_and_refuses_another_architecture(tmp_path, motion_run):
@@ -227,13 +230,14 @@ def test_resuming_from_an_old_format_checkpoint_names_what_to_rerun(tmp_path):
 
 def test_pipeline_stage_options_equal_the_command_lines():
     """main.py's stages get exactly what the scripts' command lines give (same defaults, same types)."""
-    assert stage_options(recipe_parser("cpu"), out=Path("m"), steps=60, frames=6, size=(64, 64), resume=True) \
-        == script("pretrain_motion").parse_args(["--out", "m", "--steps", "60", "--frames", "6", "--size", "64",
-                                                  "--resume"])
-    assert stage_options(two_stream_parser(), out=Path("j"), motion="corr", motion_checkpoint="default",
-                         train_items=400, size=(64, 64)) \
-        == two_stream_parser().parse_args(["--out", "j", "--motion", "corr", "--motion-checkpoint", "default",
-                                           "--train-items", "400", "--size", "64"])
+    assert PretrainOptions.from_recipe("cpu", out=Path("m"), steps=60, frames=6, size=(64, 64), resume=True) \
+        == pretrain_options(["--out", "m", "--steps", "60", "--frames", "6", "--size", "64", "--resume"])
+    assert PretrainOptions.from_recipe("corr-refine", out=Path("m"), steps=7) \
+        == pretrain_options(["--recipe", "corr-refine", "--out", "m", "--steps", "7"])
+    assert TwoStreamOptions(out=Path("j"), motion="corr", motion_checkpoint="default", train_items=400,
+                            size=(64, 64)) \
+        == parse_options(TwoStreamOptions, ["--out", "j", "--motion", "corr", "--motion-checkpoint", "default",
+                                            "--train-items", "400", "--size", "64"], None)
 
 
 def test_joint_training_evaluates_every_head(joint_run):

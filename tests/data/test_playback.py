@@ -12,7 +12,7 @@ import torch
 from hidden2stream.data.playback import (PLAYBACK_CLASSES, SPEEDS, PlaybackDataset, check_disjoint, find_videos,
                                          playback_label, split_by_video)
 from hidden2stream.errors import UserError
-from hidden2stream.flow.cache import FlowCache
+from hidden2stream.data.flow_cache import FlowCache
 from hidden2stream.pretrained import init_from_two_stream, load_two_stream
 from hidden2stream.models.two_stream import hidden_two_stream
 from helpers import LEVEL_STEP, run_script, smooth_texture, write_counter_video, write_video

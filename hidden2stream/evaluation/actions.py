@@ -1,151 +1,26 @@
-"""Evaluation: flow quality against ground truth, photometric error on real clips, action accuracy.
-
-All functions take a model and a dataset and return numbers (plain dicts of floats, an
-:class:`ActionReport` with tensors), so scripts can save them as JSON; pictures and Markdown tables
-of these numbers live in :mod:`hidden2stream.report`.
+"""Action scoring: accuracies per head, confusion matrices and per-video scores of a hidden two-stream
+network on a test set (:func:`evaluate_actions` -> :class:`ActionReport`); every rank's shard is
+gathered, so torchrun gives the same numbers as one process.
 """
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from hidden2stream.errors import UserError, VideoError
-from hidden2stream.flow.classic import classic_flow_sequence
-from hidden2stream.flow.metrics import endpoint_error, fl_all, photometric_l1, warped_ssim
 from hidden2stream.models.fusion import late_fusion
-from hidden2stream.progress import Progress, progress
-from hidden2stream.train.distributed import all_gather_objects
+from hidden2stream.progress import Progress
 from hidden2stream.runtime import Runtime, evaluation
+from hidden2stream.train.distributed import all_gather_objects
 from hidden2stream.train.sampler import ShardSampler
 
 log = logging.getLogger(__name__)
-
-
-class _FlowTotals:
-    """Valid-pixel-weighted running means of EPE and Fl-all."""
-
-    def __init__(self) -> None:
-        self.epe = self.fl = self.pixels = 0.0
-
-    def add(self, pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> None:
-        pixels = float(valid.sum())
-        self.epe += float(endpoint_error(pred, gt, valid)) * pixels
-        self.fl += float(fl_all(pred, gt, valid)) * pixels
-        self.pixels += pixels
-
-    def result(self, prefix: str = "") -> dict[str, float]:
-        n = max(self.pixels, 1.0)
-        return {f"{prefix}epe": self.epe / n, f"{prefix}fl_all": self.fl / n}
-
-
-def _motion_flows(model: nn.Module, dataset: Dataset, runtime: Runtime,
-                  batch_size: int) -> Iterator[tuple[dict, torch.Tensor, torch.Tensor]]:
-    """Batches of ``dataset`` with their frames on the device and MotionNet's full-resolution
-    float32 flow ``(B, T, 2, H, W)``, the model in eval mode under the runtime's autocast."""
-    with evaluation(model):
-        for batch in DataLoader(dataset, batch_size=batch_size):
-            frames = batch["frames"].to(runtime.device)
-            with runtime.autocast():
-                flow = model(frames, all_scales=False)
-            yield batch, frames, flow.float()
-
-
-def evaluate_flow(model: nn.Module, dataset: Dataset, runtime: Runtime,
-                  batch_size: int = 8) -> dict[str, float]:
-    """EPE and Fl-all of MotionNet's full-resolution flow, beside the zero-flow baseline.
-
-    ``dataset`` yields ``{"frames" (T+1,3,H,W), "flow" (T,2,H,W), "valid" (T,1,H,W)}``.
-    """
-    ours, zero = _FlowTotals(), _FlowTotals()
-    pairs = 0
-    for batch, _, pred in _motion_flows(model, dataset, runtime, batch_size):
-        gt, valid = batch["flow"].flatten(0, 1), batch["valid"].flatten(0, 1)
-        pred = pred.cpu().flatten(0, 1)
-        ours.add(pred, gt, valid)
-        zero.add(torch.zeros_like(gt), gt, valid)
-        pairs += gt.shape[0]
-    return {**ours.result(), **zero.result("zero_"), "pairs": float(pairs)}
-
-
-def evaluate_classic_flow(method: str, dataset: Dataset, limit: int | None = None) -> dict[str, float]:
-    """EPE and Fl-all of an OpenCV method (``tvl1``, ``farneback``, ``dis``) on the same pairs."""
-    totals = _FlowTotals()
-    count = len(dataset) if limit is None else min(limit, len(dataset))
-    for i in progress(range(count), f"{method} flow", unit="pair"):
-        item = dataset[i]
-        pred = classic_flow_sequence(method, item["frames"])
-        totals.add(pred, item["flow"], item["valid"])
-    return totals.result()
-
-
-class _PhotometricTotals:
-    """Pair-weighted means of photometric L1 and SSIM per flow source, overall and per video."""
-
-    def __init__(self, video_names: Sequence[str] | None) -> None:
-        self.video_names = video_names
-        self.sums: dict[str, float] = {}
-        self.videos: dict[str, dict[str, float]] = {}
-
-    @staticmethod
-    def _add(sums: dict[str, float], frames: torch.Tensor, flow: torch.Tensor, prefix: str) -> None:
-        first, second = frames[:, :-1].flatten(0, 1).float(), frames[:, 1:].flatten(0, 1).float()
-        flow = flow.flatten(0, 1)
-        n = first.shape[0]
-        for name, metric in (("photometric_l1", photometric_l1), ("ssim", warped_ssim)):
-            sums[prefix + name] = sums.get(prefix + name, 0.0) + float(metric(first, second, flow)) * n
-        if not prefix:
-            sums["pairs"] = sums.get("pairs", 0.0) + n
-
-    def add(self, batch: dict, frames: torch.Tensor, flow: torch.Tensor, prefix: str = "") -> None:
-        """``frames (N, T+1, 3, H, W)`` under ``flow (N, T, 2, H, W)``; ``prefix`` names the source."""
-        self._add(self.sums, frames, flow, prefix)
-        if self.video_names is not None and "video" in batch:
-            for j, video in enumerate(batch["video"].tolist()):
-                group = self.videos.setdefault(self.video_names[video], {})
-                self._add(group, frames[j:j + 1], flow[j:j + 1], prefix)
-
-    def result(self) -> dict:
-        def means(sums: dict[str, float]) -> dict[str, float]:
-            pairs = max(sums.get("pairs", 0.0), 1.0)
-            return {k: v if k == "pairs" else v / pairs for k, v in sums.items()}
-
-        out: dict = means(self.sums)
-        if self.videos:
-            out["videos"] = {name: means(sums) for name, sums in sorted(self.videos.items())}
-        return out
-
-
-def evaluate_photometric(model: nn.Module, dataset: Dataset, runtime: Runtime,
-                         batch_size: int = 8) -> dict:
-    """Photometric L1 and SSIM of frame t+1 warped by the predicted flow onto frame t, vs zero flow.
-
-    For real clips with no ground truth: lower L1 / higher SSIM than zero flow means the flow
-    explains the motion. When items carry ``"video"`` (an index into ``dataset.video_names``) the
-    result also holds the same figures per video under ``"videos"``.
-    """
-    totals = _PhotometricTotals(getattr(dataset, "video_names", None))
-    for batch, frames, flow in _motion_flows(model, dataset, runtime, batch_size):
-        totals.add(batch, frames, flow)
-        totals.add(batch, frames, torch.zeros_like(flow), "zero_")
-    return totals.result()
-
-
-def evaluate_classic_photometric(method: str, dataset: Dataset, limit: int | None = None) -> dict:
-    """Photometric L1 and SSIM of an OpenCV method's flow (``tvl1``, ...) on the same windows
-    (per video too, as :func:`evaluate_photometric`)."""
-    totals = _PhotometricTotals(getattr(dataset, "video_names", None))
-    count = len(dataset) if limit is None else min(limit, len(dataset))
-    for i in progress(range(count), f"{method} flow", unit="pair"):
-        item = dataset[i]
-        batch = {k: torch.as_tensor(v)[None] for k, v in item.items()}
-        totals.add(batch, batch["frames"], classic_flow_sequence(method, item["frames"])[None])
-    return totals.result()
 
 
 HEADS = ("spatial", "temporal", "fused")

@@ -9,11 +9,12 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from hidden2stream.cli import OneLineParser
+from hidden2stream_experiments.cli import OneLineParser
 from hidden2stream.errors import CheckpointError, UserError
 from hidden2stream.checkpoint import Checkpoint, save_atomic
 from hidden2stream.train.loop import TrainConfig, TrainingDiverged, train
-from hidden2stream.train.options import add_train_args
+from hidden2stream.train.options import TrainOptions
+from hidden2stream_experiments.parsing import add_options
 from hidden2stream.runtime import Runtime
 from hidden2stream.train.sampler import DistributedStepSampler
 from hidden2stream.train.schedule import build_scheduler, load_schedule
@@ -133,8 +134,7 @@ def test_negative_warmup_is_refused(capsys):
     with pytest.raises(ValueError, match="warmup_steps must be 0 or more, got -3"):
         build_scheduler(two_group_optimizer(), 10, -3, (), 0.5)
     parser = OneLineParser()
-    add_train_args(parser, steps=10, batch_size=2, lr=1e-3, weight_decay=0.0, warmup=0, checkpoint_every=5,
-                   log_every=5)
+    add_options(parser, TrainOptions)
     with pytest.raises(SystemExit) as exit_info:
         parser.parse_args(["--warmup", "-3"])
     err = capsys.readouterr().err

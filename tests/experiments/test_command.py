@@ -5,12 +5,10 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-
-REPO = Path(__file__).resolve().parent.parent
+from helpers import REPO
 
 
 def test_subcommands_run_the_scripts_and_bad_ones_are_one_line(capsys):

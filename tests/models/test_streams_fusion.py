@@ -6,7 +6,7 @@ import torch
 import torchvision
 from torch import nn
 
-from hidden2stream.cli import options_check
+from hidden2stream.options import options_check
 from hidden2stream.errors import UserError
 from hidden2stream.models.fusion import ConvFusion, TemporalFusion, check_fusion, late_fusion
 from hidden2stream.models.hidden import BranchedHiddenStream, StackedHiddenStream, flow_to_stack

@@ -1,6 +1,6 @@
 """MotionNet flow of a frame pair or a whole video at a chosen working size, written as files.
 
-What ``experiments/flow.py`` runs. The model sees the frames at a *working size* (``--size HxW``,
+The job behind ``experiments/flow.py`` (:class:`FlowOptions` -> :func:`run`). The model sees the frames at a *working size* (``--size HxW``,
 or the native size with its longer side capped by ``--max-side``); MotionNet pads its input to a
 multiple of 32 itself (replicate padding, cropped off after), so any working size is valid.
 
@@ -15,6 +15,8 @@ Files: ``flow_00012.flo`` (and ``.png``) is the forward flow from frame 12 to fr
 from __future__ import annotations
 
 import contextlib
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -29,14 +31,73 @@ from hidden2stream.flow.io import write_flo
 from hidden2stream.flow.predict import pair_flow, window_flows, window_length
 from hidden2stream.flow.visualize import flow_to_rgb, frame_and_flow, save_png
 from hidden2stream.images import read_rgb
+from hidden2stream.options import existing_path, image_size, option, options_check, positive_int
+from hidden2stream.pretrained import load_flow_model
 from hidden2stream.models.motionnet import upsample_flow
 from hidden2stream.progress import Progress
-from hidden2stream.runtime import Runtime
-from hidden2stream.video_writer import VideoWriter, display_size
+from hidden2stream.runtime import Runtime, RuntimeOptions
+from hidden2stream.video_writer import VideoWriter, check_output, display_size
 
 #: Frames decoded per read at most: a chunk is read in pieces of this span, each decoded from
 #: the keyframe before it, which bounds the memory of a large ``stride``.
 READ_SPAN = 256
+
+
+@dataclass(frozen=True)
+class FlowOptions(RuntimeOptions):
+    """The options of ``flow.py``: one of ``video`` / ``pair``; ``checkpoint`` or shipped ``weights``; ``size`` or
+    ``max_side`` (or neither: the native size)."""
+
+    checkpoint: Path | None = option(None, "pretrain_motion.py or train_two_stream.py checkpoint", parse=existing_path)
+    weights: str = option("default", "shipped MotionNet weights by name, used when no --checkpoint is given "
+                          "(default: default)")
+    video: Path | None = option(None, parse=existing_path)
+    pair: tuple[Path, Path] | None = option(None, "FRAME0 FRAME1", parse=existing_path, nargs=2)
+    out: Path = option(Path("flow_out"), parse=Path)
+    size: tuple[int, int] | None = option(None, "working size N or HxW (default: native)", parse=image_size)
+    max_side: int | None = option(None, "working size: the longer side at most N pixels, aspect kept (default: "
+                                  "native)", parse=positive_int)
+    stride: int = option(1, "video: frames between the two frames of a flow", parse=positive_int)
+    batch: int = option(8, "video: windows per forward pass", parse=positive_int)
+    max_flows: int = option(100, "video: flows to write at most", parse=positive_int)
+    no_png: bool = option(False, "write .flo files only")
+    write_video: Path | None = option(None, "video: also write frame | flow side by side, 480 px on the longer side "
+                                      "and at least 320 px tall (.mp4/.mkv/.mov, or a folder for PNG frames)",
+                                      parse=Path)
+
+    def check(self) -> None:
+        """One line for options that do not go together (what a mutually exclusive choice refuses)."""
+        if (self.video is None) == (self.pair is None):
+            raise UserError("give one of --video and --pair")
+        if self.checkpoint is not None and self.weights != "default":
+            raise UserError("--checkpoint and --weights name two models: give one")
+        if self.size is not None and self.max_side is not None:
+            raise UserError("--size and --max-side both set the working size: give one")
+        if self.write_video is not None:
+            if self.pair is not None:
+                raise UserError("--write-video needs --video")
+            options_check("--write-video", check_output, self.write_video)
+
+
+def run(options: FlowOptions) -> int:
+    """Write the flows (and pictures, and the frame | flow video) the options ask for; returns how many."""
+    options.check()
+    runtime = options.resolve()
+    model = runtime.prepare(load_flow_model(options.checkpoint or options.weights, pair=options.pair is not None))
+    options.out.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    if options.pair is not None:
+        written = write_pair_flow(model, tuple(options.pair), options.out, runtime, options.size, options.max_side,
+                                  png=not options.no_png)
+    else:
+        written = write_video_flows(model, options.video, options.out, runtime, options.size, options.max_side,
+                                    options.stride, options.batch, options.max_flows, png=not options.no_png,
+                                    video=options.write_video)
+    rate = written / (time.perf_counter() - began)
+    print(f"wrote {written} flow{'s' if written != 1 else ''} to {options.out}/ ({rate:.3g} pairs/s)")
+    if options.write_video:
+        print(f"wrote {written} frames of frame | flow to {options.write_video}")
+    return written
 
 
 def working_size(height: int, width: int, size: tuple[int, int] | None = None,

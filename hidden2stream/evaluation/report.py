@@ -1,8 +1,8 @@
-"""Drawing and tables for the numbers :mod:`hidden2stream.evaluate` computes.
+"""Drawing and tables for the numbers :mod:`hidden2stream.evaluation` computes.
 
-Scoring stays in ``evaluate``; this module only turns its results into pictures (confusion heat
-map, colour-coded flow) and GitHub Markdown tables, so scripts and benchmarks print and save them
-the same way.
+Scoring stays in :mod:`~hidden2stream.evaluation.flow` and :mod:`~hidden2stream.evaluation.actions`;
+this module only turns their results into pictures (confusion heat map, colour-coded flow) and GitHub
+Markdown tables, so scripts and benchmarks print and save them the same way.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hidden2stream.evaluate import ActionReport
+from hidden2stream.evaluation.actions import ActionReport
 from hidden2stream.flow.visualize import flow_to_rgb, make_grid_png
 from hidden2stream.runtime import Runtime, evaluation
 
@@ -86,3 +86,14 @@ def per_class_table(report: ActionReport, class_names: Sequence[str]) -> str:
     counts = report.confusions[heads[0]].sum(1).tolist()
     rows = [[name, int(counts[c])] + [per_head[h][c] for h in heads] for c, name in enumerate(class_names)]
     return markdown_table(["class", "videos"] + heads, rows)
+
+
+def factor_summary(report: ActionReport, names: tuple[str, str], minor: int) -> tuple[dict, str]:
+    """Each head's accuracy on the two factors of classes numbered ``major * minor + minor_index`` (the
+    synthetic set: appearance x motion; playback: speed x direction), named ``names``: the
+    ``factor_accuracy`` summary ``{head: {name: accuracy}}`` and its Markdown table."""
+    factors = {head: report.factor_accuracy(head, minor) for head in report.confusions}
+    major_name, minor_name = names
+    table = markdown_table(["head", f"{major_name} accuracy", f"{minor_name} accuracy"],
+                           [[head, a, m] for head, (a, m) in factors.items()])
+    return {head: {major_name: a, minor_name: m} for head, (a, m) in factors.items()}, table

@@ -13,7 +13,7 @@ from hidden2stream.models.hidden import StackedHiddenStream, flow_to_stack
 from hidden2stream.models.motionnet import MotionNetConfig, build_motionnet
 from hidden2stream.models.motionnet import CorrLayers
 from hidden2stream.models.streams import temporal_stream
-from hidden2stream.pipeline.two_stream import build_parser, motion_config
+from hidden2stream.pipeline.two_stream import TwoStreamOptions, motion_config
 from hidden2stream.pretrained import load_flow_model, load_motionnet
 
 FRAMES = 3  # T+1: two flows per window
@@ -88,9 +88,8 @@ def test_every_variant_classifies_its_final_flow(variant, monkeypatch):
 @pytest.mark.parametrize("option, refined", [("auto", True), ("none", False), ("lk", True)])
 def test_refinement_option_sets_what_the_hidden_stream_classifies(option, refined, monkeypatch):
     """``--refinement``: auto = the shipped weights' LK, none = the network's flow alone, lk = LK."""
-    args = build_parser().parse_args(["--motion", "corr", "--motion-checkpoint", "default", "--frames",
-                                      str(FRAMES), "--refinement", option])
-    config = motion_config(args)
+    config = motion_config(TwoStreamOptions(motion="corr", motion_checkpoint="default", frames=FRAMES,
+                                            refinement=option))
     assert config.refinement == (LucasKanadeRefinement() if refined else None)
     motionnet = build_motionnet(config).eval()
     motionnet.load_state_dict(load_motionnet("default", frames=FRAMES).state_dict())
@@ -105,9 +104,8 @@ def test_refinement_option_sets_what_the_hidden_stream_classifies(option, refine
 
 def test_no_checkpoint_refinement_options():
     """Without a checkpoint, auto and none leave the network alone and lk refines."""
-    parse = build_parser().parse_args
-    assert motion_config(parse(["--motion", "tiny"])).refinement is None
-    assert motion_config(parse(["--motion", "tiny", "--refinement", "lk"])).refinement == LucasKanadeRefinement()
+    assert motion_config(TwoStreamOptions(motion="tiny")).refinement is None
+    assert motion_config(TwoStreamOptions(motion="tiny", refinement="lk")).refinement == LucasKanadeRefinement()
 
 
 def test_temporal_loss_trains_motionnet_through_the_refinement():

@@ -11,27 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import load_script, write_counter_video
+from helpers import assert_machine, load, one_clip, positive, write_counter_video
 
-
-
-def load(folder: str, name: str):
-    return load_script(folder, name)
-
-
-def positive(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
-
-
-def one_clip(tmp_path: Path, clips_dir: Path) -> Path:
-    folder = tmp_path / "clips"
-    folder.mkdir()
-    (folder / "carphone_lowbitrate.mp4").symlink_to(clips_dir / "carphone_lowbitrate.mp4")
-    return folder
-
-
-def assert_machine(machine: dict) -> None:
-    assert machine["cores"] >= 1 and machine["torch_threads"] >= 1 and machine["cpu"]
 
 
 def test_flow_speed_smoke(tmp_path, clips_dir):
@@ -130,7 +111,7 @@ def test_flow_quality_smoke(tmp_path, images_dir, clips_dir):
 
 def test_flow_quality_without_checkpoint_is_one_line(tmp_path, capsys):
     bench = load("benchmarks", "flow_quality")
-    from hidden2stream.cli import run_cli
+    from hidden2stream_experiments.cli import run_cli
     with pytest.raises(SystemExit) as exit_info:
         run_cli(bench.main, ["--checkpoint", str(tmp_path / "absent.pt"), "--out", str(tmp_path)])
     assert exit_info.value.code == 2

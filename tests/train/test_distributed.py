@@ -26,9 +26,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import REPO
 from hidden2stream.checkpoint import Checkpoint
 
-REPO = Path(__file__).resolve().parent.parent
 SCRIPT = str(REPO / "experiments" / "pretrain_motion.py")
 PROBE = str(REPO / "tests" / "ddp_probe.py")
 TINY = ["--frames", "3", "--size", "32", "--device", "cpu", "--no-tvl1", "--eval-items", "2",
