@@ -17,8 +17,11 @@ from typing import Callable
 import torch
 
 from hidden2stream.errors import UserError
+from hidden2stream.evaluation.report import markdown_table
+from hidden2stream.options import positive_int
 from hidden2stream.pipeline import two_stream
 from hidden2stream.progress import set_quiet
+from hidden2stream_experiments.parsing import argparse_type
 
 
 def comma_choices(allowed: tuple[str, ...] | list[str], option: str,
@@ -93,6 +96,11 @@ def write_results(out: Path, name: str, result: dict, markdown: str) -> tuple[Pa
     return json_path, md_path
 
 
+def table_report(title: str, machine: dict, settings: str, headers: list[str], rows: list[list]) -> str:
+    """A benchmark's Markdown: ``# title (machine)``, a line of its settings, one table."""
+    return f"# {title} ({machine_line(machine)})\n\n{settings}\n\n" + markdown_table(headers, rows)
+
+
 def publish(out: Path, name: str, result: dict, markdown: str) -> dict:
     """Print a benchmark's tables and write them with its JSON (:func:`write_results`); returns ``result``."""
     print(markdown)
@@ -108,6 +116,17 @@ def run_benchmark(name: str, parser: argparse.ArgumentParser, run: Callable[[arg
     set_quiet(getattr(args, "quiet", False))
     result = run(args)
     return publish(args.out, name, result, markdown(result))
+
+
+def add_training_run_args(parser: argparse.ArgumentParser, steps: int, steps_help: str, out: str) -> None:
+    """The options of a benchmark made of two-stream training runs: steps and batch of each run, test videos,
+    DataLoader workers, the results folder and ``--quiet``."""
+    parser.add_argument("--steps", type=argparse_type(positive_int), default=steps, help=steps_help)
+    parser.add_argument("--batch-size", type=argparse_type(positive_int), default=8)
+    parser.add_argument("--test-items", type=argparse_type(positive_int), default=240)
+    parser.add_argument("--workers", type=int, default=1, help="DataLoader worker processes of each run")
+    parser.add_argument("--out", type=Path, default=Path(out))
+    parser.add_argument("--quiet", action="store_true", help="no progress lines from the training runs")
 
 
 def two_stream_run(out: Path, **options: object) -> dict:

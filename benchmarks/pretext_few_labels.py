@@ -18,14 +18,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
-from benchmarks.common import machine_info, machine_line, run_benchmark, two_stream_run
+from benchmarks.common import add_training_run_args, machine_info, run_benchmark, table_report, two_stream_run
 from hidden2stream.options import positive_int
 from hidden2stream_experiments.cli import OneLineParser, run_cli
 from hidden2stream_experiments.parsing import argparse_type
 from hidden2stream.errors import UserError
 from hidden2stream.paths import shared_data
 from hidden2stream.progress import stage
-from hidden2stream.evaluation.report import markdown_table
 
 CLASSES = 12  # the embedded action set: 3 appearances x 4 motions
 MOTION = dict(motion="corr", motion_checkpoint="default", log_images_every=0)
@@ -36,12 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--videos", type=Path, help="unlabelled videos for the pretext (default: the shared clips)")
     p.add_argument("--per-class", default="5,20", help="comma list: labelled training videos per class")
     p.add_argument("--pretext-steps", type=argparse_type(positive_int), default=200)
-    p.add_argument("--steps", type=argparse_type(positive_int), default=100, help="fine-tuning steps per run")
-    p.add_argument("--batch-size", type=argparse_type(positive_int), default=8)
-    p.add_argument("--test-items", type=argparse_type(positive_int), default=240)
-    p.add_argument("--workers", type=int, default=1, help="DataLoader worker processes of each run")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/pretext_few_labels"))
-    p.add_argument("--quiet", action="store_true", help="no progress lines from the training runs")
+    add_training_run_args(p, 100, "fine-tuning steps per run", "benchmarks/results/pretext_few_labels")
     return p
 
 
@@ -85,12 +79,12 @@ def markdown(result: dict) -> str:
     s = result["settings"]
     table = [[r["per_class"], "playback pretext" if r["pretext"] else "none", r["fused"], r["spatial"], r["temporal"],
               r["train_seconds"]] for r in result["rows"]]
-    return (f"# Few labels, with and without playback pretraining ({machine_line(result['machine'])})\n\n"
-            f"pretext: {s['pretext_steps']} steps on playback labels of {result['pretext']['videos']}; fine-tuning: "
-            f"{s['steps']} steps x batch {s['batch_size']} on the embedded action set, {s['test_items']} test videos, "
-            f"chance {1 / CLASSES:.3f}\n\n"
-            + markdown_table(["labelled videos per class", "pretraining", "fused top-1", "spatial top-1",
-                              "temporal top-1", "fine-tune s"], table))
+    settings = (f"pretext: {s['pretext_steps']} steps on playback labels of {result['pretext']['videos']}; "
+                f"fine-tuning: {s['steps']} steps x batch {s['batch_size']} on the embedded action set, "
+                f"{s['test_items']} test videos, chance {1 / CLASSES:.3f}")
+    return table_report("Few labels, with and without playback pretraining", result["machine"], settings,
+                        ["labelled videos per class", "pretraining", "fused top-1", "spatial top-1",
+                         "temporal top-1", "fine-tune s"], table)
 
 
 def main(argv: list[str] | None = None) -> dict:

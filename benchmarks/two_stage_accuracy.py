@@ -20,13 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
-from benchmarks.common import comma_choices, machine_info, machine_line, run_benchmark, two_stream_run
+from benchmarks.common import (add_training_run_args, comma_choices, machine_info, run_benchmark, table_report,
+                               two_stream_run)
 from hidden2stream.options import positive_int
 from hidden2stream_experiments.cli import OneLineParser, run_cli
 from hidden2stream_experiments.parsing import argparse_type
 from hidden2stream.models.two_stream import FLOW_SOURCES
 from hidden2stream.progress import stage
-from hidden2stream.evaluation.report import markdown_table
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,13 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flow sources: motionnet (the hidden stream) and classical methods")
     p.add_argument("--refinements", type=comma_choices(("lk", "none"), "--refinements"), default=["lk", "none"],
                    help="the hidden stream's runs: with the Lucas-Kanade step (lk), the network alone (none)")
-    p.add_argument("--steps", type=argparse_type(positive_int), default=150, help="training steps per run")
-    p.add_argument("--batch-size", type=argparse_type(positive_int), default=8)
     p.add_argument("--train-items", type=argparse_type(positive_int), default=1200)
-    p.add_argument("--test-items", type=argparse_type(positive_int), default=240)
-    p.add_argument("--workers", type=int, default=1, help="DataLoader worker processes of each run")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/two_stage_accuracy"))
-    p.add_argument("--quiet", action="store_true", help="no progress lines from the training runs")
+    add_training_run_args(p, 150, "training steps per run", "benchmarks/results/two_stage_accuracy")
     return p
 
 
@@ -76,12 +71,12 @@ def markdown(result: dict) -> str:
              "motionnet-none": "hidden: shipped MotionNet alone, end to end"}
     table = [[names.get(r["flow"], f"two-stage {r['flow']} (cached)"), r["temporal"], r["temporal_motion"], r["fused"],
               r["train_seconds"], r["flow_cache"] or "nothing stored"] for r in result["rows"]]
-    return (f"# Hidden stream vs two-stage temporal streams, embedded actions ({machine_line(result['machine'])})\n\n"
-            f"12 classes (chance {result['rows'][0]['chance']:.3f}; motion 1/4), {s['steps']} steps x batch "
-            f"{s['batch_size']}, {s['train_items']} training clips, {s['test_items']} test videos, both streams "
-            "trained, late fusion\n\n"
-            + markdown_table(["temporal stream on", "temporal top-1", "temporal motion acc.", "fused top-1",
-                              "train s", "flow stored"], table))
+    settings = (f"12 classes (chance {result['rows'][0]['chance']:.3f}; motion 1/4), {s['steps']} steps x batch "
+                f"{s['batch_size']}, {s['train_items']} training clips, {s['test_items']} test videos, both streams "
+                "trained, late fusion")
+    return table_report("Hidden stream vs two-stage temporal streams, embedded actions", result["machine"], settings,
+                        ["temporal stream on", "temporal top-1", "temporal motion acc.", "fused top-1", "train s",
+                         "flow stored"], table)
 
 
 def main(argv: list[str] | None = None) -> dict:

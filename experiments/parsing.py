@@ -26,7 +26,9 @@ def add_options(parser: argparse.ArgumentParser, options: type) -> None:
     groups: dict[str | None, Any] = {None: parser}
     for f in dataclasses.fields(options):
         meta = f.metadata
-        group = groups.get(meta.get("group")) or groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
+        if meta.get("group") not in groups:
+            groups[meta["group"]] = parser.add_argument_group(meta["group"])
+        group = groups[meta.get("group")]
         kwargs: dict[str, Any] = {"help": meta.get("help"), "dest": f.name}
         if f.default is False:
             kwargs["action"] = "store_true"

@@ -19,7 +19,8 @@ import torch
 from torchvision.io import write_png
 
 from hidden2stream_experiments.cli import run_cli
-from hidden2stream.flow.warp import pixel_grid
+from hidden2stream.data.textures import procedural_texture
+from hidden2stream.flow.warp import backward_warp, pixel_grid
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -195,3 +196,11 @@ def one_clip(tmp_path: Path, clips_dir: Path) -> Path:
 def assert_machine(machine: dict) -> None:
     """A benchmark's machine description names the CPU, its cores and threads."""
     assert machine["cores"] >= 1 and machine["torch_threads"] >= 1 and machine["cpu"]
+
+
+def translated_pair(shift: tuple[float, float], height: int = 96, width: int = 128, seed: int = 0):
+    """A textured frame, the same frame moved by ``shift`` (u, v) px, and that constant flow."""
+    frame1 = procedural_texture(torch.Generator().manual_seed(seed), height, width)[None]
+    flow = torch.tensor(shift).view(1, 2, 1, 1).expand(1, 2, height, width).contiguous()
+    frame2 = backward_warp(frame1, -flow)[0]  # frame2(x) = frame1(x - shift): frame1(x) = frame2(x + shift)
+    return frame1, frame2, flow

@@ -2,7 +2,7 @@
 
 The exported graphs are checked against PyTorch on the same float32 inputs: flows within 1e-3 px
 (plus the refinement's bound for a refined MotionNet) and logits within 1e-4 (why these bounds:
-experiments/export.py, FLOW_TOLERANCE_PX; hidden2stream.export.refinement_tolerance). The
+hidden2stream/pipeline/export.py, FLOW_TOLERANCE_PX; hidden2stream.export.refinement_tolerance). The
 wrappers' eager equality with the models needs no ONNX package; everything else skips cleanly
 without onnx / onnxruntime / onnxscript (``pip install -e ".[export]"``).
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import load, one_clip, positive
+from helpers import load, one_clip, positive, translated_pair
 
 from hidden2stream_experiments.cli import run_cli
 from hidden2stream.export import ExportableFlow, ExportableTwoStream
@@ -24,6 +24,7 @@ from hidden2stream.models.motionnet import MotionNetConfig, build_motionnet
 from hidden2stream.models.motionnet import CorrLayers
 from hidden2stream.models.two_stream import hidden_two_stream
 from hidden2stream.checkpoint import save_atomic
+from hidden2stream.pipeline.export import generated_clips
 
 FLOW_TOLERANCE_PX = 1e-3
 LOGIT_TOLERANCE = 1e-4
@@ -170,7 +171,6 @@ def test_export_motionnet_with_refinement(tmp_path, onnx_packages):
     from hidden2stream.export import FLOW_OUTPUTS, export_onnx, max_abs_difference, ort_session, refinement_tolerance
     from hidden2stream.flow.refine import LucasKanadeRefinement
     from hidden2stream.models.motionnet import CorrMotionNet
-    from test_refine import translated_pair
 
     model = CorrMotionNet(MotionNetConfig("corr", 2, SMALL_CORR, LucasKanadeRefinement())).eval()
     tolerance = FLOW_TOLERANCE_PX + refinement_tolerance(model.config.refinement)
@@ -184,7 +184,7 @@ def test_export_motionnet_with_refinement(tmp_path, onnx_packages):
             reference = model(frames, all_scales=False)
         assert max_abs_difference(session, [reference], frames)[0] <= tolerance
     # what export.py checks on a fresh clone (no shared clips): generated action clips, one window each
-    generated = load("experiments", "export").generated_clips(2, 1, 2, 56, 72)[:, 0]
+    generated = generated_clips(2, 1, 2, 56, 72)[:, 0]
     with torch.no_grad():
         reference = model(generated, all_scales=False)
     assert max_abs_difference(session, [reference], generated)[0] <= tolerance

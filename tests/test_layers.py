@@ -117,3 +117,15 @@ def test_the_check_catches_an_upward_import_and_a_cycle(tmp_path):
     found = dict(imports(source, "hidden2stream.models.probe"))
     assert found == {"hidden2stream.models.motionnet": False, "argparse": False, "hidden2stream.pipeline.job": True}
     assert layer("hidden2stream.pipeline.job") > layer("hidden2stream.models.two_stream")
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "experiments").glob("*.py")))
+def test_scripts_parse_and_call(script):
+    """Every experiments/ script is at most 60 lines; the jobs' scripts define ``main`` alone (cli.py and
+    parsing.py hold the argparse plumbing they share)."""
+    path = ROOT / "experiments" / script
+    assert len(path.read_text().splitlines()) <= 60, f"{script} has more than 60 lines"
+    if script not in ("cli.py", "parsing.py", "__init__.py"):
+        defined = [n.name for n in ast.parse(path.read_text()).body
+                   if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+        assert defined == ["main"], f"{script} defines {defined}"

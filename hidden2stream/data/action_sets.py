@@ -90,7 +90,8 @@ def protocol_name(options: ActionDataOptions) -> str:
     """A short description of the test protocol, e.g. ``25 windows x 10 views (multi crops, flipped)``."""
     windows, views = views_per_video(options)
     return (f"{windows} windows x {views} view{'s' if views > 1 else ''} "
-            f"({options.test_crops} crop{'s' if options.test_crops == 'multi' else ''}{', flipped' if options.test_flip else ''})")
+            f"({options.test_crops} crop{'s' if options.test_crops == 'multi' else ''}"
+            f"{', flipped' if options.test_flip else ''})")
 
 
 def _synthetic_config(options: ActionDataOptions) -> SyntheticActionConfig:
@@ -120,7 +121,8 @@ def _video_samples(options: ActionDataOptions, subset: str) -> tuple[list[VideoS
     return parse(options.video_root, options.split_dir, options.split, subset)
 
 
-def _video_common(options: ActionDataOptions, seed: int, classes: list[str], flow_cache: FlowCache | None = None) -> dict:
+def _video_common(options: ActionDataOptions, seed: int, classes: list[str],
+                  flow_cache: FlowCache | None = None) -> dict:
     return dict(num_classes=len(classes), segments=options.segments, frames=options.frames, size=options.size,
                 seed=seed, cache_dir=options.frame_cache, flow_cache=flow_cache)
 
@@ -147,7 +149,8 @@ def _playback_set(options: ActionDataOptions, seed: int, subset: str,
     return dataset, dataset.class_names
 
 
-def action_test_set(options: ActionDataOptions, seed: int, flow_cache: FlowCache | None = None) -> tuple[Dataset, list[str]]:
+def action_test_set(options: ActionDataOptions, seed: int,
+                    flow_cache: FlowCache | None = None) -> tuple[Dataset, list[str]]:
     """The test set under the options' test protocol, and the class names; with ``flow_cache`` (the
     two-stage model) its items hold their classical ``flows`` too."""
     if options.dataset == "playback":
@@ -166,7 +169,8 @@ def action_test_set(options: ActionDataOptions, seed: int, flow_cache: FlowCache
                               test_flip=options.test_flip, **_video_common(options, seed, classes, flow_cache)), classes
 
 
-def action_train_set(options: TrainDataOptions, seed: int, flow_cache: FlowCache | None = None) -> tuple[Dataset, list[str]]:
+def action_train_set(options: TrainDataOptions, seed: int,
+                     flow_cache: FlowCache | None = None) -> tuple[Dataset, list[str]]:
     """The training set and the class names (``flow_cache``: as :func:`action_test_set`)."""
     if options.dataset == "playback":
         return _playback_set(options, seed, "train", flow_cache)

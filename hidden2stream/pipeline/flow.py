@@ -1,8 +1,9 @@
 """MotionNet flow of a frame pair or a whole video at a chosen working size, written as files.
 
-The job behind ``experiments/flow.py`` (:class:`FlowOptions` -> :func:`run`). The model sees the frames at a *working size* (``--size HxW``,
-or the native size with its longer side capped by ``--max-side``); MotionNet pads its input to a
-multiple of 32 itself (replicate padding, cropped off after), so any working size is valid.
+The job behind ``experiments/flow.py`` (:class:`FlowOptions` -> :func:`run`). The model sees the frames
+at a *working size* (``--size HxW``, or the native size with its longer side capped by ``--max-side``);
+MotionNet pads its input to a multiple of 32 itself (replicate padding, cropped off after), so any
+working size is valid.
 
 Units: every flow written (``.flo`` and its PNG picture) is rescaled to the source's native size
 in native pixels: the working-size flow is resized bilinearly and u, v are multiplied by

@@ -29,7 +29,8 @@ from hidden2stream.errors import UserError
 from hidden2stream.options import (existing_dir, existing_path, frame_count, image_size, option, override,
                                    positive_int, probability)
 from hidden2stream.flow.refine import LucasKanadeRefinement
-from hidden2stream.evaluation.flow import evaluate_classic_flow, evaluate_classic_photometric, evaluate_flow, evaluate_photometric
+from hidden2stream.evaluation.flow import (evaluate_classic_flow, evaluate_classic_photometric, evaluate_flow,
+                                           evaluate_photometric)
 from hidden2stream.losses.motion import PRESETS
 from hidden2stream.paths import shared_data
 from hidden2stream.models.motionnet import MOTIONNETS, MotionNetConfig, build_motionnet

@@ -141,7 +141,8 @@ def build_model(options: TwoStreamOptions, config: HiddenTwoStreamConfig) -> Hid
         raise UserError(f"--motion {options.motion} trains on precomputed flow, without MotionNet: "
                         "--motion-checkpoint and --freeze-motion do not apply")
     if options.motion_checkpoint:
-        load_motionnet_into(model.motionnet, options.motion_checkpoint, "--motion-checkpoint", f"--motion {options.motion}")
+        load_motionnet_into(model.motionnet, options.motion_checkpoint, "--motion-checkpoint",
+                            f"--motion {options.motion}")
     if options.init:
         log.info("started from %s; new: %s", options.init, ", ".join(init_from_two_stream(model, options.init)))
     for path, part in ((options.init_spatial, "spatial"), (options.init_temporal, "hidden")):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import assert_machine, load, one_clip, positive, write_counter_video
+from helpers import assert_machine, load, one_clip, positive, translated_pair, write_counter_video
 
 
 
@@ -151,7 +151,6 @@ def test_flow_refinement_smoke(tmp_path, images_dir):
     """Every setting refines the same CNN flow; the chosen one has the lowest validation EPE; on a
     texture moved by a known sub-pixel shift the default setting cuts the error of a random CNN's flow."""
     from helpers import make_middlebury
-    from test_refine import translated_pair
 
     frame1, frame2, _ = translated_pair((1.0, -0.5), 48, 64)
     as_uint8 = [(frame[0] * 255).round().to(torch.uint8) for frame in (frame1, frame2)]

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from helpers import translated_pair
 from hidden2stream.data.textures import procedural_texture
 from hidden2stream.flow.refine import LucasKanadeRefinement, lucas_kanade_refine, refine_window_flows
 from hidden2stream.flow.warp import backward_warp
@@ -14,14 +15,6 @@ from hidden2stream.models.motionnet import MotionNetConfig, build_motionnet
 from hidden2stream.models.motionnet import CorrLayers
 
 SMALL_CORR = CorrLayers(widths=(8, 8, 16, 16, 16), context=8, radius=1, decoder_widths=(16,))
-
-
-def translated_pair(shift: tuple[float, float], height: int = 96, width: int = 128, seed: int = 0):
-    """A textured frame, the same frame moved by ``shift`` (u, v) px, and that constant flow."""
-    frame1 = procedural_texture(torch.Generator().manual_seed(seed), height, width)[None]
-    flow = torch.tensor(shift).view(1, 2, 1, 1).expand(1, 2, height, width).contiguous()
-    frame2 = backward_warp(frame1, -flow)[0]  # frame2(x) = frame1(x - shift): frame1(x) = frame2(x + shift)
-    return frame1, frame2, flow
 
 
 @pytest.mark.parametrize("shift", [(0.6, -0.3), (1.5, 0.8), (-2.2, 1.1)])

@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import load_script, run_script
+from helpers import REPO, load_script, run_script
 from hidden2stream.checkpoint import Checkpoint, save_atomic
 
-REPO = Path(__file__).resolve().parent.parent
 EXPERIMENTS = REPO / "experiments"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "H2S_BACKEND": "gloo"}
 # 11 test videos: 2 processes score 6 and 5 of them
