@@ -36,8 +36,8 @@ def add_options(parser: argparse.ArgumentParser, options: type) -> None:
             kwargs.update(default=f.default, choices=meta.get("choices"), required=meta.get("required", False))
             if meta.get("parse") is not None:
                 kwargs["type"] = argparse_type(meta["parse"])
-            if meta.get("nargs"):
-                kwargs.update(nargs=meta["nargs"], metavar=f.name.upper())
+            if meta.get("nargs") or meta.get("metavar"):
+                kwargs.update(nargs=meta.get("nargs"), metavar=meta.get("metavar") or f.name.upper())
         group.add_argument("--" + f.name.replace("_", "-"), **kwargs)
 
 

@@ -19,12 +19,14 @@ O = TypeVar("O", bound="Options")
 
 
 def option(default: Any = None, help: str = "", *, parse: Callable[[str], Any] | None = None,
-           choices: Any = None, group: str | None = None, required: bool = False, nargs: int | None = None) -> Any:
+           choices: Any = None, group: str | None = None, required: bool = False, nargs: int | None = None,
+           metavar: str | tuple[str, ...] | None = None) -> Any:
     """A field with its command-line description: ``parse`` turns the text into the value, ``choices``
     limits it, ``group`` titles its help section, ``required`` makes the flag obligatory, ``nargs`` takes
-    that many values (a tuple); a ``False`` default makes a switch. Mutable defaults (tuples are fine)
-    are not allowed."""
-    meta = {"help": help, "parse": parse, "choices": choices, "group": group, "required": required, "nargs": nargs}
+    that many values (a tuple), ``metavar`` names the value in the help (``OUT.mp4``); a ``False`` default
+    makes a switch. Mutable defaults (tuples are fine) are not allowed."""
+    meta = {"help": help, "parse": parse, "choices": choices, "group": group, "required": required, "nargs": nargs,
+            "metavar": metavar}
     return dataclasses.field(default=default, metadata=meta)
 
 

@@ -23,7 +23,11 @@ VIDEO_WINDOW = 11  # frames per window when window-free weights run on a video
 def load_two_stream(path: str | Path) -> HiddenTwoStream:
     """A trained :class:`HiddenTwoStream` rebuilt from its checkpoint's config (``model.config``:
     class names, input size, segments, the MotionNet ...)."""
-    checkpoint = Checkpoint.load(path, kind="two_stream")
+    return two_stream_from(Checkpoint.load(path, kind="two_stream"))
+
+
+def two_stream_from(checkpoint: Checkpoint) -> HiddenTwoStream:
+    """The trained network of a two-stream checkpoint already read."""
     model = build_two_stream(checkpoint.config)
     checkpoint.load_into(model)
     return model
@@ -45,35 +49,36 @@ def init_from_two_stream(model: HiddenTwoStream, path: str | Path) -> list[str]:
     return sorted(set(target) - set(taken))
 
 
-def _motionnet_parts(source: str | Path) -> tuple[Path, MotionNetConfig, dict[str, Any]]:
-    """(path, config, weights) of the MotionNet in ``source``: a ``pretrain_motion.py`` checkpoint,
-    a two-stream checkpoint (its hidden stream's MotionNet) or shipped weights by name."""
-    checkpoint = Checkpoint.load(motion_source(source))
+def _motionnet_parts(checkpoint: Checkpoint) -> tuple[MotionNetConfig, dict[str, Any]]:
+    """(config, weights) of the MotionNet in a checkpoint: a ``pretrain_motion.py`` checkpoint or shipped
+    weights, or a two-stream checkpoint (its hidden stream's MotionNet)."""
     config = checkpoint.config
     if isinstance(config, MotionNetConfig):
-        return checkpoint.path, config, checkpoint.motionnet_weights()
+        return config, checkpoint.motionnet_weights()
     if config.flow != "motionnet":
         raise CheckpointError(f"{checkpoint.path} is a two-stage network on precomputed {config.flow} flow: "
                               "it holds no MotionNet")
-    return checkpoint.path, config.motion, checkpoint.motionnet_weights()
+    return config.motion, checkpoint.motionnet_weights()
 
 
-def _build_motionnet(path: Path, config: MotionNetConfig, weights: dict[str, Any], frames: int | None) -> nn.Module:
-    """The MotionNet of ``config`` for windows of ``frames`` (None: its own) with ``weights``."""
+def motionnet_from(checkpoint: Checkpoint, frames: int | None = None) -> nn.Module:
+    """The trained MotionNet of a checkpoint already read, for windows of ``frames`` (None: its own); only
+    window-free MotionNets (``config.window_free``: MotionNet-corr) accept a length other than their own."""
+    config, weights = _motionnet_parts(checkpoint)
     if frames is not None and frames != config.frames:
         if not config.window_free:
-            raise CheckpointError(f"{path} holds a {config.frames}-frame MotionNet-{config.variant}, whose weights "
-                                  f"fit only that window length (frames={config.frames}), not {frames}")
+            raise CheckpointError(f"{checkpoint.path} holds a {config.frames}-frame MotionNet-{config.variant}, "
+                                  f"whose weights fit only that window length (frames={config.frames}), not {frames}")
         config = config.with_frames(frames)
     model = build_motionnet(config)
-    Checkpoint("motionnet", config.to_dict(), weights, path).load_into(model)
+    checkpoint.load_into(model, weights)
     return model
 
 
 def motionnet_config(source: str | Path) -> MotionNetConfig:
     """The config of the trained MotionNet in ``source`` (as :func:`load_motionnet` reads it),
     without building the network."""
-    return _motionnet_parts(source)[1]
+    return _motionnet_parts(Checkpoint.load(motion_source(source)))[0]
 
 
 def load_motionnet(source: str | Path, frames: int | None = None) -> nn.Module:
@@ -82,7 +87,7 @@ def load_motionnet(source: str | Path, frames: int | None = None) -> nn.Module:
     ``frames`` rebuilds it for windows of that length; only window-free MotionNets
     (``config.window_free``: MotionNet-corr) accept a length other than their own.
     """
-    return _build_motionnet(*_motionnet_parts(source), frames)
+    return motionnet_from(Checkpoint.load(motion_source(source)), frames)
 
 
 def load_flow_model(source: str | Path, pair: bool) -> nn.Module:
@@ -92,9 +97,9 @@ def load_flow_model(source: str | Path, pair: bool) -> nn.Module:
     windows (each frame encoded once); other MotionNets keep their own window length, and a pair
     then fills the window with copies of its second frame.
     """
-    path, config, weights = _motionnet_parts(source)
-    frames = (2 if pair else VIDEO_WINDOW) if config.window_free else None
-    return _build_motionnet(path, config, weights, frames)
+    checkpoint = Checkpoint.load(motion_source(source))
+    window_free = _motionnet_parts(checkpoint)[0].window_free
+    return motionnet_from(checkpoint, (2 if pair else VIDEO_WINDOW) if window_free else None)
 
 
 def load_motionnet_into(model: nn.Module, source: str | Path, option: str, built_by: str) -> None:

@@ -224,3 +224,36 @@ def test_flow_speed_onnx_runtime_rows(tmp_path, clips_dir, onnx_packages):
     assert all(positive(v) for v in rates.values()) and positive(saved["sizes"]["32"]["ratios"]["tiny-ort/tvl1"])
     assert saved["settings"]["onnx"]["opset"] >= 16
     assert "| motionnet-tiny-w11-ort |" in (out / "flow_speed.md").read_text()
+
+
+def test_export_reads_a_checkpoint_once(tmp_path, monkeypatch):
+    """The models to export come from one read of the checkpoint file, of either kind."""
+    from hidden2stream.checkpoint import Checkpoint
+    from hidden2stream.pipeline.export import ExportOptions, models
+
+    reads = []
+    load = Checkpoint.load.__func__
+    monkeypatch.setattr(Checkpoint, "load", classmethod(lambda cls, path, kind=None: reads.append(path)
+                                                        or load(cls, path, kind)))
+    two_stream = two_stream_checkpoint(tmp_path / "ts" / "checkpoint.pt")
+    motionnets, (name, network, _), notes = models(ExportOptions(checkpoint=str(two_stream)))
+    assert reads == [two_stream] and list(motionnets) == ["motionnet_tiny_w3"] and name == "two_stream_tiny"
+    assert motionnets["motionnet_tiny_w3"] is network.motionnet and not notes
+    corr = build_motionnet(MotionNetConfig("corr", 2, SMALL_CORR))
+    motion = save_atomic({"kind": "motionnet", "model_config": corr.config.to_dict(), "model": corr.state_dict()},
+                         tmp_path / "m" / "checkpoint.pt")
+    reads.clear()
+    motionnets, network, notes = models(ExportOptions(checkpoint=str(motion)))
+    assert reads == [motion] and network is None and not notes  # window-free weights: both lengths
+    assert {name: m.config.frames for name, m in motionnets.items()} == {"motionnet_corr_w2": 2, "motionnet_corr_w11": 11}
+    for model in motionnets.values():
+        assert all(torch.equal(value, corr.state_dict()[key]) for key, value in model.state_dict().items())
+
+
+def test_export_what_is_a_comma_list_option():
+    from hidden2stream.pipeline.export import ExportOptions
+    from hidden2stream_experiments.parsing import parse_options
+
+    assert parse_options(ExportOptions, [], None).what == ("motion", "two-stream") == ExportOptions().what
+    assert parse_options(ExportOptions, ["--what", "two-stream, motion,two-stream"], None).what == ("two-stream",
+                                                                                                     "motion")

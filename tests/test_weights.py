@@ -76,3 +76,22 @@ def test_two_stream_training_refuses_shipped_weights_of_another_motionnet(tmp_pa
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "--motion tiny builds" in lines[0], result.stderr
+
+
+def test_make_weights_runs_the_two_recipes_in_turn(tmp_path):
+    """make_weights.py's stages (nothing trained here): corr-supervised, then corr-refine from its checkpoint,
+    with the step counts given and the command line the manifest records."""
+    from hidden2stream.pipeline.pretrain import RECIPES
+    from hidden2stream.pipeline.weights import WeightsOptions, command, stages
+    from hidden2stream_experiments.parsing import parse_options
+
+    options = parse_options(WeightsOptions, ["--out", str(tmp_path), "--steps", "7", "--workers", "0"], None)
+    first, second = stages(options)
+    assert (first.recipe, first.out, first.steps, first.lr) == ("corr-supervised", tmp_path / "supervised", 7,
+                                                               RECIPES["corr-supervised"]["lr"])
+    assert (second.recipe, second.out, second.steps, second.init) == ("corr-refine", tmp_path / "refine", 300,
+                                                                      tmp_path / "supervised" / "checkpoint.pt")
+    assert second.refine_half and second.refinement == "lk" and first.init is None
+    assert all(s.no_tvl1 and s.workers == 0 and not s.resume for s in (first, second))
+    assert command(options) == "python experiments/make_weights.py --steps 7"
+    assert command(WeightsOptions()) == "python experiments/make_weights.py"

@@ -4,6 +4,9 @@
   pretraining, behind ``experiments/pretrain_motion.py``;
 * :mod:`~hidden2stream.pipeline.two_stream`: end-to-end hidden two-stream training and its test
   evaluation, behind ``experiments/train_two_stream.py``;
+* :mod:`~hidden2stream.pipeline.evaluate`, :mod:`~.flow`, :mod:`~.predict`, :mod:`~.export`,
+  :mod:`~.weights`: a checkpoint scored, flow files, a video's action, ONNX graphs, the shipped weights
+  (``experiments/evaluate.py``, ``flow.py``, ``predict.py``, ``export.py``, ``make_weights.py``);
 * :mod:`~hidden2stream.pipeline.job`: the whole pipeline of ``experiments/main.py`` (optional
   pretraining, joint training, the starting MotionNet scored on real flow, the report).
 

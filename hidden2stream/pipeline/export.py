@@ -30,7 +30,7 @@ from hidden2stream.models.streams import STREAM_ARCHS
 from hidden2stream.models.two_stream import hidden_two_stream
 from hidden2stream.options import Options, option, positive_int
 from hidden2stream.paths import shared_data
-from hidden2stream.pretrained import load_motionnet, load_two_stream
+from hidden2stream.pretrained import motionnet_from, two_stream_from
 from hidden2stream.weights import motion_source
 
 log = logging.getLogger("export")
@@ -52,6 +52,14 @@ LOGIT_TOLERANCE = 1e-4
 DEFAULT_STREAMS = {"tiny": "tiny", "corr": "tiny", "recurrent": "tiny", "paper": "resnet18"}
 
 
+def what_parts(text: str) -> tuple[str, ...]:
+    """``--what``: the parts (``motion``, ``two-stream``) a comma list names."""
+    parts = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    if not parts or set(parts) - {"motion", "two-stream"}:
+        raise ValueError(f"must be a comma list of motion and two-stream, got {text!r}")
+    return parts
+
+
 @dataclass(frozen=True)
 class ExportOptions(Options):
     """The options of ``export.py``."""
@@ -65,7 +73,8 @@ class ExportOptions(Options):
     segments: int = option(3, "K windows per video (random init)", parse=positive_int)
     pair_frames: int = option(2, "frames of the pair MotionNet", parse=positive_int)
     window_frames: int = option(11, "frames of the window MotionNet and of the random-init network", parse=positive_int)
-    what: str = option("motion,two-stream", "comma list: motion (the MotionNets) and/or two-stream")
+    what: tuple[str, ...] = option(("motion", "two-stream"), "comma list: motion (the MotionNets) and/or two-stream",
+                                   parse=what_parts)
     size: int | None = option(None, "square side of the check inputs (default: the checkpoint's size, else 224)",
                               parse=positive_int)
     clips: Path = option(shared_data("clips"), "videos for the check inputs", parse=Path)
@@ -75,18 +84,10 @@ class ExportOptions(Options):
     out: Path = option(Path("runs/export"), "output folder", parse=Path)
 
 
-def what_parts(text: str) -> set[str]:
-    """``--what``: the set of ``motion`` and ``two-stream`` it names."""
-    parts = {s.strip() for s in text.split(",") if s.strip()}
-    if not parts or parts - {"motion", "two-stream"}:
-        raise UserError(f"--what must be a comma list of motion and two-stream, got {text!r}")
-    return parts
-
-
 def run(options: ExportOptions) -> dict:
     """Export every model the options name, check each graph against PyTorch; the report (``export.json``),
     whose ``failed`` lists the checks beyond their tolerance (the script then exits 1)."""
-    parts = what_parts(options.what)
+    parts = set(options.what)
     if min(options.pair_frames, options.window_frames) < 2:
         raise UserError("MotionNet windows need at least 2 frames (--pair-frames, --window-frames)")
     require_export_packages()
@@ -115,7 +116,7 @@ def run(options: ExportOptions) -> dict:
         jobs.append((name, ExportableTwoStream(network), network, TWO_STREAM_OUTPUTS, LOGIT_TOLERANCE,
                      network.motionnet.config.frames, network.config.segments))
     if not jobs:
-        raise UserError(f"nothing to export: --what {options.what} with this checkpoint")
+        raise UserError(f"nothing to export: --what {','.join(options.what)} with this checkpoint")
     trained_size = two_stream[1].config.size if two_stream else None
     size = options.size or (trained_size[0] if trained_size else 224)
     failed = []
@@ -140,7 +141,7 @@ def run(options: ExportOptions) -> dict:
 
 
 def models(options: ExportOptions) -> tuple[dict, object, dict]:
-    """(name -> MotionNet, two-stream network or None, notes) from the checkpoint or random init."""
+    """(name -> MotionNet, two-stream network or None, notes) from the checkpoint (read once) or random init."""
     motionnets, notes, network, config = {}, {}, None, {}
     lengths = sorted({options.pair_frames, options.window_frames})
     if options.checkpoint is None:
@@ -152,11 +153,10 @@ def models(options: ExportOptions) -> tuple[dict, object, dict]:
                                     spatial_arch=streams, temporal_arch=streams, hidden=options.hidden,
                                     segments=options.segments)
         return motionnets, (f"two_stream_{options.motion}_{options.hidden}_{streams}", network, config), notes
-    path = motion_source(options.checkpoint)
-    checkpoint = Checkpoint.load(path)
-    kind = checkpoint.kind
-    if kind == "two_stream":
-        network = load_two_stream(path)
+    checkpoint = Checkpoint.load(motion_source(options.checkpoint))
+    path = checkpoint.path
+    if checkpoint.kind == "two_stream":
+        network = two_stream_from(checkpoint)
         motion, config = network.motionnet, network.config
         if motion is None:
             raise CheckpointError(f"{path} is a two-stage network on precomputed {config.flow} flow: "
@@ -164,18 +164,19 @@ def models(options: ExportOptions) -> tuple[dict, object, dict]:
         name = config.motion.variant
         motionnets[f"motionnet_{name}_w{motion.config.frames}"] = motion
         return motionnets, (f"two_stream_{name}", network, config), notes
-    if kind != "motionnet":
-        raise CheckpointError(f"checkpoint {path} holds a {kind!r} model, expected a MotionNet or a two-stream network")
+    if checkpoint.kind != "motionnet":
+        raise CheckpointError(f"checkpoint {path} holds a {checkpoint.kind!r} model, "
+                              "expected a MotionNet or a two-stream network")
     name = checkpoint.config.variant
     for frames in lengths:
         try:
-            model = load_motionnet(path, frames)
+            model = motionnet_from(checkpoint, frames)
         except CheckpointError as exc:
             notes[f"w{frames}"] = str(exc)
             continue
         motionnets[f"motionnet_{name}_w{frames}"] = model
     if not motionnets:  # weights of one window length: export that one
-        model = load_motionnet(path)
+        model = motionnet_from(checkpoint)
         motionnets[f"motionnet_{name}_w{model.config.frames}"] = model
     return motionnets, None, notes
 

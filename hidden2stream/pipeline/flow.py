@@ -53,7 +53,7 @@ class FlowOptions(RuntimeOptions):
     weights: str = option("default", "shipped MotionNet weights by name, used when no --checkpoint is given "
                           "(default: default)")
     video: Path | None = option(None, parse=existing_path)
-    pair: tuple[Path, Path] | None = option(None, "FRAME0 FRAME1", parse=existing_path, nargs=2)
+    pair: tuple[Path, Path] | None = option(None, parse=existing_path, nargs=2, metavar=("FRAME0", "FRAME1"))
     out: Path = option(Path("flow_out"), parse=Path)
     size: tuple[int, int] | None = option(None, "working size N or HxW (default: native)", parse=image_size)
     max_side: int | None = option(None, "working size: the longer side at most N pixels, aspect kept (default: "
@@ -64,7 +64,7 @@ class FlowOptions(RuntimeOptions):
     no_png: bool = option(False, "write .flo files only")
     write_video: Path | None = option(None, "video: also write frame | flow side by side, 480 px on the longer side "
                                       "and at least 320 px tall (.mp4/.mkv/.mov, or a folder for PNG frames)",
-                                      parse=Path)
+                                      parse=Path, metavar="OUT.mp4")
 
     def check(self) -> None:
         """One line for options that do not go together (what a mutually exclusive choice refuses)."""

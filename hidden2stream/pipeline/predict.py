@@ -23,7 +23,8 @@ class PredictOptions(RuntimeOptions):
     video: Path = option(None, parse=existing_path, required=True)
     views: int = option(3, "evenly spaced samples averaged", parse=positive_int)
     top: int = option(5, parse=positive_int)
-    write_video: Path | None = option(None, "an .mp4/.mkv/.mov file, or a folder for PNG frames", parse=Path)
+    write_video: Path | None = option(None, "an .mp4/.mkv/.mov file, or a folder for PNG frames", parse=Path,
+                                      metavar="OUT.mp4")
     max_frames: int = option(150, "frames in --write-video", parse=positive_int)
     max_side: int = option(DEFAULT_MAX_SIDE, "--write-video: the longer side of a frame at most N px (height at least "
                            f"320; default: {DEFAULT_MAX_SIDE})", parse=positive_int)

@@ -42,17 +42,30 @@ class WeightsOptions(Options):
     eval_items: int = option(24, "synthetic 224x224 pairs scored", parse=positive_int)
 
 
-def run(options: WeightsOptions) -> dict:
-    """Both training stages (resumable), then the weights and their manifest entry (returned)."""
+def stages(options: WeightsOptions) -> list[pretrain.PretrainOptions]:
+    """The two pretraining runs: recipe ``corr-supervised`` in ``OUT/supervised``, then ``corr-refine`` in
+    ``OUT/refine`` from the first one's checkpoint (each resumable, without the TV-L1 comparison)."""
     runs = [options.out / "supervised", options.out / "refine"]
     common = dict(workers=options.workers, no_tvl1=True, resume=options.resume)
-    pretrain.run(pretrain.PretrainOptions.from_recipe(RECIPES[0], steps=options.steps, out=runs[0], **common))
-    pretrain.run(pretrain.PretrainOptions.from_recipe(RECIPES[1], steps=options.refine_steps, out=runs[1],
-                                                      init=runs[0] / "checkpoint.pt", **common))
-    command = "python experiments/make_weights.py" + (f" --steps {options.steps}" if options.steps != 2000 else "") \
-        + (f" --refine-steps {options.refine_steps}" if options.refine_steps != 300 else "")
-    entry = package(runs, options.name, command, options.eval_items)
-    return entry
+    return [pretrain.PretrainOptions.from_recipe(RECIPES[0], steps=options.steps, out=runs[0], **common),
+            pretrain.PretrainOptions.from_recipe(RECIPES[1], steps=options.refine_steps, out=runs[1],
+                                                 init=runs[0] / "checkpoint.pt", **common)]
+
+
+def command(options: WeightsOptions) -> str:
+    """The command line the manifest records (the step counts when not the defaults)."""
+    defaults = WeightsOptions()
+    return "python experiments/make_weights.py" \
+        + (f" --steps {options.steps}" if options.steps != defaults.steps else "") \
+        + (f" --refine-steps {options.refine_steps}" if options.refine_steps != defaults.refine_steps else "")
+
+
+def run(options: WeightsOptions) -> dict:
+    """Both training stages (resumable), then the weights and their manifest entry (returned)."""
+    runs = stages(options)
+    for stage in runs:
+        pretrain.run(stage)
+    return package([stage.out for stage in runs], options.name, command(options), options.eval_items)
 
 
 def quality(weights: Path, eval_items: int) -> dict:

@@ -1,6 +1,6 @@
 """MotionNet-R: global matching, coarse-to-fine correlation and recurrent refinement (RAFT / NeuFlow v2).
 
-Same contract as :class:`~hidden2stream.models.motionnet_corr.CorrMotionNet` (frames
+Same contract as :class:`~hidden2stream.models.motionnet.corr.CorrMotionNet` (frames
 ``(B, T+1, 3, H, W)`` in [0, 1] -> ``T`` forward flows, five scales 1/32 ... 1/2 each in pixels of
 its level, or the full-resolution flow), whose encoder, cost volume and residual decoder it reuses
 (it is a subclass), so it serves as the stacked or branched hidden stream unchanged. For each
