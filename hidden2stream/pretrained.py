@@ -64,7 +64,11 @@ def _motionnet_parts(checkpoint: Checkpoint) -> tuple[MotionNetConfig, dict[str,
 def motionnet_from(checkpoint: Checkpoint, frames: int | None = None) -> nn.Module:
     """The trained MotionNet of a checkpoint already read, for windows of ``frames`` (None: its own); only
     window-free MotionNets (``config.window_free``: MotionNet-corr) accept a length other than their own."""
-    config, weights = _motionnet_parts(checkpoint)
+    return _built(checkpoint, *_motionnet_parts(checkpoint), frames)
+
+
+def _built(checkpoint: Checkpoint, config: MotionNetConfig, weights: dict[str, Any], frames: int | None) -> nn.Module:
+    """The MotionNet of ``config`` with ``weights`` (from ``checkpoint``), rebuilt for ``frames`` if given."""
     if frames is not None and frames != config.frames:
         if not config.window_free:
             raise CheckpointError(f"{checkpoint.path} holds a {config.frames}-frame MotionNet-{config.variant}, "
@@ -98,8 +102,8 @@ def load_flow_model(source: str | Path, pair: bool) -> nn.Module:
     then fills the window with copies of its second frame.
     """
     checkpoint = Checkpoint.load(motion_source(source))
-    window_free = _motionnet_parts(checkpoint)[0].window_free
-    return motionnet_from(checkpoint, (2 if pair else VIDEO_WINDOW) if window_free else None)
+    config, weights = _motionnet_parts(checkpoint)
+    return _built(checkpoint, config, weights, (2 if pair else VIDEO_WINDOW) if config.window_free else None)
 
 
 def load_motionnet_into(model: nn.Module, source: str | Path, option: str, built_by: str) -> None:

@@ -30,12 +30,12 @@ from hidden2stream.evaluation.report import (action_table, factor_summary, markd
 from hidden2stream.models.motionnet import MotionNetConfig
 from hidden2stream.options import existing_dir, non_negative_int, option, override, positive_int
 from hidden2stream.paths import shared_data
+from hidden2stream.pipeline.two_stream import STREAM_CHOICES
 from hidden2stream.pretrained import load_motionnet, load_two_stream
 from hidden2stream.runtime import Runtime, RuntimeOptions
 from hidden2stream.train.distributed import init_distributed, shutdown_distributed
 from hidden2stream.weights import motion_source, shipped_weights
 
-STREAMS = {"both": ("spatial", "temporal"), "spatial": ("spatial",), "temporal": ("temporal",)}
 KINDS = ("two_stream", "motionnet")
 FLOW_SIZE = (64, 64)  # MotionNet: synthetic and clip windows, as pretrain_motion.py's default
 TWO_STREAM, MOTIONNET = "two-stream checkpoints", "MotionNet checkpoints"
@@ -55,7 +55,7 @@ class EvaluateOptions(ActionDataOptions, RuntimeOptions):
     frames: int | None = override(ActionDataOptions, "frames", None)
     segments: int | None = override(ActionDataOptions, "segments", None)
     size: tuple[int, int] | None = override(ActionDataOptions, "size", None)
-    streams: str | None = option(None, "default: the streams the checkpoint trained", choices=tuple(sorted(STREAMS)),
+    streams: str | None = option(None, "default: the streams the checkpoint trained", choices=tuple(sorted(STREAM_CHOICES)),
                                  group=TWO_STREAM)
     batch_size: int | None = option(None, "videos per batch (default: as many as fit in --max-windows)",
                                     parse=positive_int, group=TWO_STREAM)
@@ -118,8 +118,8 @@ def with_training_defaults(options: EvaluateOptions, checkpoint: Checkpoint) -> 
     run_options = checkpoint.run_options  # what train_two_stream.py saved beside the model
     streams = options.streams
     if streams is None:
-        trained_streams = tuple(run_options.get("streams", STREAMS["both"]))
-        streams = next(k for k, v in STREAMS.items() if v == trained_streams)
+        trained_streams = tuple(run_options.get("streams", STREAM_CHOICES["both"]))
+        streams = next(k for k, v in STREAM_CHOICES.items() if v == trained_streams)
     return options.replace(seed=seed, frames=options.frames or config.motion.frames,
                            segments=options.segments or config.segments, size=size, appearances=appearances or 3,
                            motions=motions or 4, test_items=options.test_items or run_options.get("test_items", 240),
@@ -154,7 +154,7 @@ def evaluate_two_stream(options: EvaluateOptions, path: Path, checkpoint: Checkp
     model = runtime.prepare(load_two_stream(path))
     windows, views = views_per_video(options)
     batch_size = options.batch_size or max(1, options.max_windows // (windows * views))
-    report = evaluate_actions(model, test_set, runtime, len(classes), streams=STREAMS[options.streams],
+    report = evaluate_actions(model, test_set, runtime, len(classes), streams=STREAM_CHOICES[options.streams],
                               batch_size=batch_size, num_workers=options.workers, max_windows=options.max_windows)
     if not runtime.is_main:
         return {}
